@@ -1,0 +1,261 @@
+//! Records shared by Shrike's kernel programs (`shrike-ebpf`) and its agent.
+//!
+//! Every record starts with a [`Header`]. All records are `#[repr(C)]`, contain no
+//! implicit padding (checked by the `const` assertions below) and use only integer
+//! and byte-array fields, so any byte pattern is a valid value: userspace decodes
+//! them with unaligned reads and never trusts the contents.
+#![no_std]
+
+/// Stable numeric record kinds. Never renumber: they are part of the wire format
+/// between the kernel object and the agent, and index the per-kind lost counters.
+pub mod kind {
+    pub const EXEC: u32 = 1;
+    pub const EXIT: u32 = 2;
+    pub const FORK: u32 = 3;
+    pub const CONNECT: u32 = 4;
+    pub const ACCEPT: u32 = 5;
+    pub const LISTEN: u32 = 6;
+    pub const BIND: u32 = 7;
+    pub const LOGIN: u32 = 8;
+    pub const PRIVILEGE: u32 = 9;
+    /// Number of slots in the per-kind counters (kind values are < MAX).
+    pub const MAX: u32 = 16;
+}
+
+/// Length of `comm` (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+/// Bytes reserved for an exec's filename (including the NUL).
+pub const FILENAME_LEN: usize = 256;
+/// Largest number of argv entries the kernel side can capture (the configured
+/// bound, [`Config::max_args`], is at most this).
+pub const MAX_ARGS: u32 = 64;
+/// Largest length of one captured argument, including its NUL (the configured
+/// bound, [`Config::max_arg_len`], is at most this).
+pub const MAX_ARG_LEN: usize = 512;
+/// Capacity for the captured arguments (NUL-separated). The buffer holds
+/// `ARGS_CAP + MAX_ARG_LEN` bytes so a read at any offset below `ARGS_CAP`
+/// stays inside it, which the verifier can check with one mask.
+pub const ARGS_CAP: usize = 2048;
+pub const ARGS_BUF_LEN: usize = ARGS_CAP + MAX_ARG_LEN;
+
+pub const PAM_SERVICE_LEN: usize = 32;
+pub const PAM_USER_LEN: usize = 64;
+pub const PAM_RHOST_LEN: usize = 64;
+pub const PAM_TTY_LEN: usize = 32;
+
+/// Common header of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// Bytes of the record that are meaningful (exec records are sent short).
+    pub size: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, nanoseconds.
+    pub ktime_ns: u64,
+    /// Process id (tgid) of the task that caused the event.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Real uid/gid of the task (`bpf_get_current_uid_gid`).
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Exec record flags.
+pub mod exec_flags {
+    /// More arguments than the configured bound, or one longer than the bound.
+    pub const ARGS_TRUNCATED: u32 = 1;
+    /// The filename was longer than [`super::FILENAME_LEN`] - 1.
+    pub const FILENAME_TRUNCATED: u32 = 2;
+    /// The exec's arguments could not be read from user memory.
+    pub const ARGS_UNREADABLE: u32 = 4;
+    /// The record is from `execveat`.
+    pub const EXECVEAT: u32 = 8;
+    /// The syscall's entry was not seen (agent started mid-exec, or the
+    /// pending-exec map was full): filename and argv are missing.
+    pub const ENTRY_MISSING: u32 = 16;
+}
+
+/// `execve`/`execveat`: emitted at syscall exit with the arguments captured at entry.
+/// Sent short: only `ExecRecord::FIXED_LEN + args_len` bytes travel.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecRecord {
+    pub hdr: Header,
+    /// Syscall result: 0 on success, `-errno` on failure.
+    pub ret: i64,
+    pub flags: u32,
+    /// Number of arguments captured in `args`.
+    pub argc: u32,
+    /// Bytes used in `args` (each argument is NUL-terminated).
+    pub args_len: u32,
+    /// `execveat`'s dirfd (AT_FDCWD = -100 for execve).
+    pub dirfd: i32,
+    pub filename: [u8; FILENAME_LEN],
+    pub args: [u8; ARGS_BUF_LEN],
+}
+
+impl ExecRecord {
+    /// Size of everything before `args`.
+    pub const FIXED_LEN: usize = core::mem::offset_of!(ExecRecord, args);
+}
+
+/// Process exit (the thread group leader's `sched_process_exit`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitRecord {
+    pub hdr: Header,
+    /// Wait-status style: `(code << 8) | signal`; see [`ExitRecord::has_status`].
+    pub status: u32,
+    /// 1 when `status` is known (exit/exit_group argument or fatal signal seen).
+    pub has_status: u32,
+}
+
+/// A new process (`task_newtask` without CLONE_THREAD). `hdr` is the parent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkRecord {
+    pub hdr: Header,
+    pub child_pid: u32,
+    /// Lower 32 bits of the clone flags.
+    pub clone_flags: u32,
+}
+
+/// Socket record flags.
+pub mod sock_flags {
+    /// Protocol learned from the TCP state machine (SYN_SENT during connect).
+    pub const TCP_CONFIRMED: u32 = 1;
+    /// Local address/port are known.
+    pub const LOCAL_KNOWN: u32 = 2;
+    /// Remote address/port are known.
+    pub const REMOTE_KNOWN: u32 = 4;
+}
+
+/// connect / accept / listen / bind. Addresses are network-order bytes (IPv4 in
+/// the first 4 bytes), ports host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SockRecord {
+    pub hdr: Header,
+    /// Syscall result (accept: the new fd, or `-errno`).
+    pub ret: i64,
+    pub fd: i32,
+    pub flags: u32,
+    /// AF_INET (2) or AF_INET6 (10); other families are not reported.
+    pub family: u16,
+    /// IPPROTO_TCP (6), IPPROTO_UDP (17) or 0 when unknown.
+    pub protocol: u16,
+    pub lport: u16,
+    pub rport: u16,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+}
+
+/// PAM step of a [`LoginRecord`].
+pub mod pam_step {
+    pub const AUTHENTICATE: u32 = 1;
+    pub const ACCT_MGMT: u32 = 2;
+    pub const OPEN_SESSION: u32 = 3;
+    pub const CLOSE_SESSION: u32 = 4;
+    pub const SETCRED: u32 = 5;
+    pub const CHAUTHTOK: u32 = 6;
+}
+
+/// A PAM step (uretprobe on libpam) with what the handle carried.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LoginRecord {
+    pub hdr: Header,
+    pub step: u32,
+    /// PAM return code (0 = PAM_SUCCESS).
+    pub result: i32,
+    pub items: PamItems,
+}
+
+/// The PAM items Shrike tracks per handle (`pam_start`, `pam_set_item`, `pam_get_user`).
+/// NUL-terminated; empty when never set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PamItems {
+    pub service: [u8; PAM_SERVICE_LEN],
+    pub user: [u8; PAM_USER_LEN],
+    pub rhost: [u8; PAM_RHOST_LEN],
+    pub tty: [u8; PAM_TTY_LEN],
+}
+
+/// Privilege-changing syscalls of a [`PrivRecord`].
+pub mod priv_call {
+    pub const SETUID: u32 = 1;
+    pub const SETGID: u32 = 2;
+    pub const SETREUID: u32 = 3;
+    pub const SETREGID: u32 = 4;
+    pub const SETRESUID: u32 = 5;
+    pub const SETRESGID: u32 = 6;
+    pub const SETFSUID: u32 = 7;
+    pub const SETFSGID: u32 = 8;
+    pub const CAPSET: u32 = 9;
+}
+
+/// set*id / capset at syscall exit. `hdr.uid/gid` are the ids after the call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PrivRecord {
+    pub hdr: Header,
+    pub call: u32,
+    pub ret: i32,
+    /// Real uid/gid before the call.
+    pub old_uid: u32,
+    pub old_gid: u32,
+    /// The syscall's id arguments as passed (u32::MAX = -1 = unchanged).
+    pub args: [u32; 3],
+    /// capset: 1 when `caps` holds the requested sets.
+    pub has_caps: u32,
+    /// capset: effective, permitted, inheritable; low then high 32 bits each.
+    pub caps: [u32; 6],
+}
+
+/// Agent-to-kernel settings (array map `CONFIG`, index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// The agent's own tgid: its activity is never reported.
+    pub agent_tgid: u32,
+    /// argv entries to capture (1..=MAX_ARGS).
+    pub max_args: u32,
+    /// Bytes per argument including the NUL (2..=MAX_ARG_LEN).
+    pub max_arg_len: u32,
+    pub _reserved: u32,
+}
+
+/// Names of maps and programs the agent looks up in the object.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const CONFIG: &str = "CONFIG";
+    pub const LOST: &str = "LOST";
+    pub const SENT: &str = "SENT";
+}
+
+// No implicit padding: each size is the sum of its fields.
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<Header>() == 48);
+    assert!(size_of::<ExecRecord>() == 48 + 8 + 16 + FILENAME_LEN + ARGS_BUF_LEN);
+    assert!(size_of::<ExitRecord>() == 56);
+    assert!(size_of::<ForkRecord>() == 56);
+    assert!(size_of::<SockRecord>() == 48 + 8 + 8 + 8 + 32);
+    assert!(
+        size_of::<LoginRecord>()
+            == 48 + 8 + PAM_SERVICE_LEN + PAM_USER_LEN + PAM_RHOST_LEN + PAM_TTY_LEN
+    );
+    assert!(size_of::<PrivRecord>() == 48 + 8 + 8 + 12 + 4 + 24);
+    assert!(size_of::<Config>() == 16);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: plain-old-data records: only integers and byte arrays, no padding.
+    unsafe impl aya::Pod for Config {}
+}

@@ -1,0 +1,209 @@
+//! execve/execveat: arguments captured at entry (the old image's memory is gone
+//! after a successful exec), reported at exit with the result, so failed execs
+//! are reported as failed.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_probe_read_user, bpf_probe_read_user_str},
+    },
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use core::ffi::c_void;
+use shrike_common::{
+    ARGS_BUF_LEN, ARGS_CAP, ExecRecord, FILENAME_LEN, MAX_ARG_LEN, MAX_ARGS, exec_flags, kind,
+};
+
+use crate::{config, emit::emit, fill_header, is_agent};
+
+/// Per-CPU scratch to build a record (too large for the 512-byte stack).
+#[map]
+static EXEC_SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Execs in flight, keyed by tid, from entry to exit.
+#[map]
+static EXEC_PENDING: LruHashMap<u32, ExecRecord> = LruHashMap::with_max_entries(512, 0);
+
+const AT_FDCWD: i32 = -100;
+
+/// syscalls/sys_enter_execve: filename@16, argv@24.
+#[tracepoint]
+pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
+    let _ = exec_enter(&ctx, 16, 24, None);
+    0
+}
+
+/// syscalls/sys_enter_execveat: fd@16, filename@24, argv@32.
+#[tracepoint]
+pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
+    let _ = exec_enter(&ctx, 24, 32, Some(16));
+    0
+}
+
+/// syscalls/sys_exit_execve: ret@16.
+#[tracepoint]
+pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
+    let _ = exec_exit(&ctx);
+    0
+}
+
+/// syscalls/sys_exit_execveat: ret@16.
+#[tracepoint]
+pub fn sys_exit_execveat(ctx: TracePointContext) -> u32 {
+    let _ = exec_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn exec_enter(
+    ctx: &TracePointContext,
+    filename_off: usize,
+    argv_off: usize,
+    dirfd_off: Option<usize>,
+) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_agent((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let cfg = config();
+    let rec = EXEC_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    let rec = unsafe { &mut *rec };
+    rec.ret = 0;
+    rec.flags = 0;
+    rec.argc = 0;
+    rec.args_len = 0;
+    rec.dirfd = AT_FDCWD;
+    if let Some(off) = dirfd_off {
+        rec.dirfd = unsafe { ctx.read_at::<u64>(off)? } as i32;
+        rec.flags |= exec_flags::EXECVEAT;
+    }
+
+    let filename: u64 = unsafe { ctx.read_at(filename_off)? };
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            rec.filename.as_mut_ptr() as *mut c_void,
+            FILENAME_LEN as u32,
+            filename as *const c_void,
+        )
+    };
+    if n < 0 {
+        rec.filename[0] = 0;
+    } else if n as usize >= FILENAME_LEN && more_bytes(filename + FILENAME_LEN as u64 - 1) {
+        rec.flags |= exec_flags::FILENAME_TRUNCATED;
+    }
+
+    let argv: u64 = unsafe { ctx.read_at(argv_off)? };
+    let max_args = if cfg.max_args == 0 || cfg.max_args > MAX_ARGS { MAX_ARGS } else { cfg.max_args };
+    let mut arg_len = cfg.max_arg_len as usize;
+    if arg_len < 2 || arg_len > MAX_ARG_LEN {
+        arg_len = MAX_ARG_LEN;
+    }
+    // The loop keeps its running offset and flags in the record (map memory),
+    // not in registers: each iteration then starts from the same verifier state
+    // whatever the previous ones did, and the verifier prunes instead of
+    // exploring every combination of argument lengths.
+    for i in 0..MAX_ARGS {
+        let mut p: u64 = 0;
+        let r = unsafe {
+            bpf_probe_read_user(
+                &mut p as *mut u64 as *mut c_void,
+                8,
+                (argv + 8 * i as u64) as *const c_void,
+            )
+        };
+        if r < 0 {
+            set_flag(rec, exec_flags::ARGS_UNREADABLE);
+            break;
+        }
+        if p == 0 {
+            break;
+        }
+        let off = unsafe { core::ptr::read_volatile(&rec.args_len) } as usize;
+        if i >= max_args || off >= ARGS_CAP {
+            set_flag(rec, exec_flags::ARGS_TRUNCATED);
+            break;
+        }
+        // The mask is a no-op (off < ARGS_CAP) that the verifier can see: the
+        // read of at most MAX_ARG_LEN bytes stays inside ARGS_BUF_LEN.
+        let at = off & (ARGS_CAP - 1);
+        let n = unsafe {
+            bpf_probe_read_user_str(
+                rec.args.as_mut_ptr().add(at) as *mut c_void,
+                arg_len as u32,
+                p as *const c_void,
+            )
+        };
+        if n <= 0 {
+            set_flag(rec, exec_flags::ARGS_UNREADABLE);
+            break;
+        }
+        let n = (n as usize) & (MAX_ARG_LEN * 2 - 1);
+        if n >= arg_len && more_bytes(p + arg_len as u64 - 1) {
+            set_flag(rec, exec_flags::ARGS_TRUNCATED);
+        }
+        unsafe {
+            core::ptr::write_volatile(&mut rec.args_len, (at + n) as u32);
+            core::ptr::write_volatile(&mut rec.argc, i + 1);
+        }
+    }
+    if rec.args_len as usize > ARGS_BUF_LEN {
+        rec.args_len = ARGS_BUF_LEN as u32;
+    }
+    let tid = pid_tgid as u32;
+    EXEC_PENDING.insert(&tid, rec, 0).map_err(|e| e as i64)?;
+    Ok(())
+}
+
+#[inline(always)]
+fn set_flag(rec: &mut ExecRecord, flag: u32) {
+    unsafe { core::ptr::write_volatile(&mut rec.flags, core::ptr::read_volatile(&rec.flags) | flag) };
+}
+
+/// True when the user byte at `addr` (the one a bounded string read replaced
+/// with NUL) is not the string's end: the string was cut.
+#[inline(always)]
+fn more_bytes(addr: u64) -> bool {
+    let mut b: u8 = 0;
+    let r = unsafe { bpf_probe_read_user(&mut b as *mut u8 as *mut c_void, 1, addr as *const c_void) };
+    r == 0 && b != 0
+}
+
+#[inline(always)]
+fn exec_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_agent((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let ret: i64 = unsafe { ctx.read_at(16)? };
+    let tid = pid_tgid as u32;
+    let (rec, pending) = match EXEC_PENDING.get_ptr_mut(&tid) {
+        Some(p) => (p, true),
+        None => {
+            // Entry not seen (the agent started mid-exec, or a non-leader
+            // thread's exec changed its tid): report what is known.
+            let p = EXEC_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+            let r = unsafe { &mut *p };
+            r.flags = exec_flags::ENTRY_MISSING;
+            r.argc = 0;
+            r.args_len = 0;
+            r.dirfd = AT_FDCWD;
+            r.filename[0] = 0;
+            (p, false)
+        }
+    };
+    let r = unsafe { &mut *rec };
+    r.ret = ret;
+    let mut args_len = r.args_len as usize;
+    if args_len > ARGS_BUF_LEN {
+        args_len = ARGS_BUF_LEN;
+    }
+    let len = ExecRecord::FIXED_LEN + args_len;
+    fill_header(&mut r.hdr, kind::EXEC, len, pid_tgid);
+    emit(ctx, kind::EXEC, rec as *const u8, len);
+    if pending {
+        let _ = EXEC_PENDING.remove(&tid);
+    }
+    Ok(())
+}

@@ -1,0 +1,354 @@
+//! Network: outbound connect (TCP/UDP, IPv4/IPv6, with its result), accepted
+//! inbound TCP connections, bind and listen. All from syscall tracepoints, plus
+//! sock/inet_sock_set_state to learn that a connect is TCP and its local address.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use core::ffi::c_void;
+use shrike_common::{SockRecord, kind, sock_flags};
+
+use crate::{SYS_ARGS, SysArgs, emit::emit_value, fd_key, fill_header, is_agent};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+const IPPROTO_UDP: u16 = 17;
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
+const TCP_SYN_SENT: i32 = 2;
+
+const CALL_SOCKET: u32 = 100;
+const CALL_CONNECT: u32 = 101;
+const CALL_ACCEPT: u32 = 102;
+const CALL_BIND: u32 = 103;
+const CALL_LISTEN: u32 = 104;
+
+/// Local address of bound sockets, keyed by (tgid, fd).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Bound {
+    family: u16,
+    port: u16,
+    _pad: u32,
+    addr: [u8; 16],
+}
+
+#[map]
+static BOUND: LruHashMap<u64, Bound> = LruHashMap::with_max_entries(16384, 0);
+
+/// Socket type and protocol of sockets created while the agent runs, keyed by
+/// (tgid, fd): `type | protocol << 16`.
+#[map]
+static SOCK_TYPE: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
+
+#[inline(always)]
+fn save_args(ctx: &TracePointContext, call: u32, n: usize) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_agent((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let mut args: SysArgs = unsafe { core::mem::zeroed() };
+    args.call = call;
+    for i in 0..3 {
+        if i < n {
+            args.a[i] = unsafe { ctx.read_at::<u64>(16 + 8 * i)? };
+        }
+    }
+    SYS_ARGS.insert(&pid_tgid, &args, 0).map_err(|e| e as i64)
+}
+
+/// Takes the saved arguments of `call` for the current thread, with the exit's ret.
+#[inline(always)]
+fn take_args(ctx: &TracePointContext, call: u32) -> Option<(u64, SysArgs, i64)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let args = unsafe { SYS_ARGS.get(&pid_tgid) }.copied()?;
+    let _ = SYS_ARGS.remove(&pid_tgid);
+    if args.call != call {
+        return None;
+    }
+    let ret: i64 = unsafe { ctx.read_at(16) }.ok()?;
+    Some((pid_tgid, args, ret))
+}
+
+/// A sockaddr_in/sockaddr_in6 read from user memory.
+struct SockAddr {
+    family: u16,
+    port: u16,
+    addr: [u8; 16],
+}
+
+#[inline(always)]
+fn read_sockaddr(ptr: u64, len: u64) -> Option<SockAddr> {
+    if ptr == 0 {
+        return None;
+    }
+    // sockaddr_in: family@0 u16, port@2 (BE), addr@4 [4].
+    // sockaddr_in6: family@0, port@2, flowinfo@4, addr@8 [16].
+    let mut raw = [0u8; 24];
+    let want = if len >= 24 { 24 } else { 16 };
+    let r = unsafe {
+        bpf_probe_read_user(raw.as_mut_ptr() as *mut c_void, want, ptr as *const c_void)
+    };
+    if r < 0 {
+        return None;
+    }
+    let family = u16::from_ne_bytes([raw[0], raw[1]]);
+    let port = u16::from_be_bytes([raw[2], raw[3]]);
+    let mut addr = [0u8; 16];
+    if family == AF_INET {
+        addr[..4].copy_from_slice(&raw[4..8]);
+    } else if family == AF_INET6 && want == 24 {
+        addr.copy_from_slice(&raw[8..24]);
+    } else {
+        return None;
+    }
+    Some(SockAddr { family, port, addr })
+}
+
+#[inline(always)]
+fn protocol_of(key: u64) -> u16 {
+    match unsafe { SOCK_TYPE.get(&key) } {
+        Some(v) => {
+            let proto = (*v >> 16) as u16;
+            if proto != 0 {
+                proto
+            } else if *v & 0xff == SOCK_STREAM {
+                IPPROTO_TCP
+            } else if *v & 0xff == SOCK_DGRAM {
+                IPPROTO_UDP
+            } else {
+                0
+            }
+        }
+        None => 0,
+    }
+}
+
+// --- socket(family@16, type@24, protocol@32) ---
+
+#[tracepoint]
+pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
+    let _ = save_args(&ctx, CALL_SOCKET, 3);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
+    if let Some((pid_tgid, a, ret)) = take_args(&ctx, CALL_SOCKET) {
+        let family = a.a[0] as u16;
+        if ret >= 0 && (family == AF_INET || family == AF_INET6) {
+            let v = (a.a[1] as u32 & 0xff) | ((a.a[2] as u32 & 0xffff) << 16);
+            let _ = SOCK_TYPE.insert(&fd_key(pid_tgid, ret as u64), &v, 0);
+        }
+    }
+    0
+}
+
+// --- connect(fd@16, uservaddr@24, addrlen@32) ---
+
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = save_args(&ctx, CALL_CONNECT, 3);
+    0
+}
+
+/// sock/inet_sock_set_state: skaddr@8, oldstate@16, newstate@20, sport@24,
+/// dport@26, family@28, protocol@30, saddr@32 [4], daddr@36 [4],
+/// saddr_v6@40 [16], daddr_v6@56 [16]. CLOSE -> SYN_SENT runs inside connect()
+/// in the caller's context: it proves the socket is TCP and gives its local end.
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_inet_sock_set_state(&ctx);
+    0
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
+    let newstate: i32 = unsafe { ctx.read_at(20)? };
+    if newstate != TCP_SYN_SENT {
+        return Ok(());
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = SYS_ARGS.get_ptr_mut(&pid_tgid) else {
+        return Ok(());
+    };
+    let args = unsafe { &mut *args };
+    if args.call != CALL_CONNECT {
+        return Ok(());
+    }
+    let family: u16 = unsafe { ctx.read_at(28)? };
+    args.flags |= sock_flags::TCP_CONFIRMED;
+    args.lport = unsafe { ctx.read_at(24)? };
+    if family == AF_INET {
+        let a: [u8; 4] = unsafe { ctx.read_at(32)? };
+        args.laddr[..4].copy_from_slice(&a);
+    } else {
+        args.laddr = unsafe { ctx.read_at(40)? };
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let Some((pid_tgid, a, ret)) = take_args(&ctx, CALL_CONNECT) else {
+        return 0;
+    };
+    let Some(sa) = read_sockaddr(a.a[1], a.a[2]) else {
+        return 0;
+    };
+    let mut rec: SockRecord = unsafe { core::mem::zeroed() };
+    fill_header(&mut rec.hdr, kind::CONNECT, core::mem::size_of::<SockRecord>(), pid_tgid);
+    rec.ret = ret;
+    rec.fd = a.a[0] as i32;
+    rec.family = sa.family;
+    rec.rport = sa.port;
+    rec.raddr = sa.addr;
+    rec.flags = sock_flags::REMOTE_KNOWN;
+    if a.flags & sock_flags::TCP_CONFIRMED != 0 {
+        rec.protocol = IPPROTO_TCP;
+        rec.flags |= sock_flags::TCP_CONFIRMED | sock_flags::LOCAL_KNOWN;
+        rec.lport = a.lport;
+        rec.laddr = a.laddr;
+    } else {
+        rec.protocol = protocol_of(fd_key(pid_tgid, a.a[0]));
+    }
+    emit_value(&ctx, kind::CONNECT, &rec);
+    0
+}
+
+// --- bind(fd@16, umyaddr@24, addrlen@32) ---
+
+#[tracepoint]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    let _ = save_args(&ctx, CALL_BIND, 3);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    let Some((pid_tgid, a, ret)) = take_args(&ctx, CALL_BIND) else {
+        return 0;
+    };
+    if ret != 0 {
+        return 0;
+    }
+    let Some(sa) = read_sockaddr(a.a[1], a.a[2]) else {
+        return 0;
+    };
+    let key = fd_key(pid_tgid, a.a[0]);
+    let bound = Bound { family: sa.family, port: sa.port, _pad: 0, addr: sa.addr };
+    let _ = BOUND.insert(&key, &bound, 0);
+    let mut rec: SockRecord = unsafe { core::mem::zeroed() };
+    fill_header(&mut rec.hdr, kind::BIND, core::mem::size_of::<SockRecord>(), pid_tgid);
+    rec.fd = a.a[0] as i32;
+    rec.family = sa.family;
+    rec.protocol = protocol_of(key);
+    rec.lport = sa.port;
+    rec.laddr = sa.addr;
+    rec.flags = sock_flags::LOCAL_KNOWN;
+    emit_value(&ctx, kind::BIND, &rec);
+    0
+}
+
+// --- listen(fd@16, backlog@24) ---
+
+#[tracepoint]
+pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
+    let _ = save_args(&ctx, CALL_LISTEN, 1);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
+    let Some((pid_tgid, a, ret)) = take_args(&ctx, CALL_LISTEN) else {
+        return 0;
+    };
+    if ret != 0 {
+        return 0;
+    }
+    let key = fd_key(pid_tgid, a.a[0]);
+    let mut rec: SockRecord = unsafe { core::mem::zeroed() };
+    fill_header(&mut rec.hdr, kind::LISTEN, core::mem::size_of::<SockRecord>(), pid_tgid);
+    rec.fd = a.a[0] as i32;
+    rec.protocol = IPPROTO_TCP;
+    if let Some(b) = unsafe { BOUND.get(&key) } {
+        rec.family = b.family;
+        rec.lport = b.port;
+        rec.laddr = b.addr;
+        rec.flags = sock_flags::LOCAL_KNOWN;
+    }
+    emit_value(&ctx, kind::LISTEN, &rec);
+    0
+}
+
+// --- accept(fd@16, upeer_sockaddr@24, upeer_addrlen@32) and accept4 (+flags@40) ---
+
+#[tracepoint]
+pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    let _ = save_args(&ctx, CALL_ACCEPT, 3);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
+    let _ = save_args(&ctx, CALL_ACCEPT, 3);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    accept_exit(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    accept_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn accept_exit(ctx: &TracePointContext) {
+    let Some((pid_tgid, a, ret)) = take_args(ctx, CALL_ACCEPT) else {
+        return;
+    };
+    // Failed accepts (EAGAIN on non-blocking servers) are not connections.
+    if ret < 0 {
+        return;
+    }
+    let mut rec: SockRecord = unsafe { core::mem::zeroed() };
+    fill_header(&mut rec.hdr, kind::ACCEPT, core::mem::size_of::<SockRecord>(), pid_tgid);
+    rec.ret = ret;
+    rec.fd = ret as i32;
+    rec.protocol = IPPROTO_TCP;
+    if let Some(b) = unsafe { BOUND.get(&fd_key(pid_tgid, a.a[0])) } {
+        rec.family = b.family;
+        rec.lport = b.port;
+        rec.laddr = b.addr;
+        rec.flags |= sock_flags::LOCAL_KNOWN;
+    }
+    // The kernel wrote the peer's address and its length into user memory.
+    if a.a[1] != 0 && a.a[2] != 0 {
+        let mut alen: u32 = 0;
+        let r = unsafe {
+            bpf_probe_read_user(&mut alen as *mut u32 as *mut c_void, 4, a.a[2] as *const c_void)
+        };
+        if r == 0 {
+            if let Some(sa) = read_sockaddr(a.a[1], alen as u64) {
+                rec.family = sa.family;
+                rec.rport = sa.port;
+                rec.raddr = sa.addr;
+                rec.flags |= sock_flags::REMOTE_KNOWN;
+            }
+        }
+    }
+    if rec.family == 0 {
+        return;
+    }
+    let v = SOCK_STREAM | ((IPPROTO_TCP as u32) << 16);
+    let _ = SOCK_TYPE.insert(&fd_key(pid_tgid, ret as u64), &v, 0);
+    emit_value(ctx, kind::ACCEPT, &rec);
+}

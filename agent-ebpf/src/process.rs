@@ -1,0 +1,135 @@
+//! Fork and exit.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use shrike_common::{ExitRecord, ForkRecord, kind};
+
+use crate::{emit::emit_value, fill_header, is_agent};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// Exit status per tgid, from exit_group/exit or a fatal signal, until the
+/// leader's sched_process_exit reports it.
+#[map]
+static EXIT_STATUS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// task/task_newtask: pid@8 (i32), comm@12 [16], clone_flags@32 (u64).
+/// Runs in the parent's context; threads (CLONE_THREAD) are not processes.
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let _ = try_task_newtask(&ctx);
+    0
+}
+
+fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_agent((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let flags: u64 = unsafe { ctx.read_at(32)? };
+    if flags & CLONE_THREAD != 0 {
+        return Ok(());
+    }
+    let child: i32 = unsafe { ctx.read_at(8)? };
+    let mut rec: ForkRecord = unsafe { core::mem::zeroed() };
+    fill_header(&mut rec.hdr, kind::FORK, core::mem::size_of::<ForkRecord>(), pid_tgid);
+    rec.child_pid = child as u32;
+    rec.clone_flags = flags as u32;
+    emit_value(ctx, kind::FORK, &rec);
+    Ok(())
+}
+
+/// syscalls/sys_enter_exit_group: error_code@16.
+#[tracepoint]
+pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if let Ok(code) = unsafe { ctx.read_at::<u64>(16) } {
+        let status = ((code as u32) & 0xff) << 8;
+        let _ = EXIT_STATUS.insert(&((pid_tgid >> 32) as u32), &status, 0);
+    }
+    0
+}
+
+/// syscalls/sys_enter_exit: error_code@16. Only the leader's exit() matters
+/// (a thread's exit() does not end the process).
+#[tracepoint]
+pub fn sys_enter_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
+        return 0;
+    }
+    if let Ok(code) = unsafe { ctx.read_at::<u64>(16) } {
+        let status = ((code as u32) & 0xff) << 8;
+        let _ = EXIT_STATUS.insert(&((pid_tgid >> 32) as u32), &status, 0);
+    }
+    0
+}
+
+/// Signals whose default action ends the process (signal(7): Term and Core).
+const FATAL_DEFAULT: u64 = (1 << 1) // SIGHUP
+    | (1 << 2) // SIGINT
+    | (1 << 3) // SIGQUIT
+    | (1 << 4) // SIGILL
+    | (1 << 5) // SIGTRAP
+    | (1 << 6) // SIGABRT
+    | (1 << 7) // SIGBUS
+    | (1 << 8) // SIGFPE
+    | (1 << 9) // SIGKILL
+    | (1 << 10) // SIGUSR1
+    | (1 << 11) // SIGSEGV
+    | (1 << 12) // SIGUSR2
+    | (1 << 13) // SIGPIPE
+    | (1 << 14) // SIGALRM
+    | (1 << 15) // SIGTERM
+    | (1 << 16) // SIGSTKFLT
+    | (1 << 24) // SIGXCPU
+    | (1 << 25) // SIGXFSZ
+    | (1 << 26) // SIGVTALRM
+    | (1 << 27) // SIGPROF
+    | (1 << 29) // SIGIO
+    | (1 << 30) // SIGPWR
+    | (1 << 31); // SIGSYS
+
+/// signal/signal_deliver: sig@8 (i32), sa_handler@24 (u64). A signal with the
+/// default handler whose default action is fatal ends the process with it. The
+/// first cause wins (exit_group's SIGKILL to the other threads must not
+/// overwrite the exit code), hence BPF_NOEXIST.
+#[tracepoint]
+pub fn signal_deliver(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Ok(sig) = (unsafe { ctx.read_at::<i32>(8) }) else {
+        return 0;
+    };
+    let Ok(handler) = (unsafe { ctx.read_at::<u64>(24) }) else {
+        return 0;
+    };
+    if handler == 0 && (1..32).contains(&sig) && FATAL_DEFAULT & (1u64 << sig) != 0 {
+        let status = sig as u32;
+        let _ = EXIT_STATUS.insert(&((pid_tgid >> 32) as u32), &status, 1 /* BPF_NOEXIST */);
+    }
+    0
+}
+
+/// sched/sched_process_exit: comm@8, pid@24. Reported once per process, when
+/// its thread group leader exits.
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid != pid_tgid as u32 || is_agent(tgid) {
+        return 0;
+    }
+    let mut rec: ExitRecord = unsafe { core::mem::zeroed() };
+    fill_header(&mut rec.hdr, kind::EXIT, core::mem::size_of::<ExitRecord>(), pid_tgid);
+    if let Some(status) = unsafe { EXIT_STATUS.get(&tgid) } {
+        rec.status = *status;
+        rec.has_status = 1;
+        let _ = EXIT_STATUS.remove(&tgid);
+    }
+    emit_value(&ctx, kind::EXIT, &rec);
+    0
+}

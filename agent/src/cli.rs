@@ -1,0 +1,102 @@
+//! Command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{events::Kind, probes::Transport};
+
+#[derive(Debug, Parser)]
+#[command(name = "shrike", version = crate::VERSION, about = "eBPF security telemetry agent for Linux IoT gateways")]
+pub struct Cli {
+    /// Log filter for the agent's own log on stderr (tracing's EnvFilter syntax;
+    /// RUST_LOG works too).
+    #[arg(long, global = true, default_value = "info", env = "SHRIKE_LOG")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every security event as one JSON object per line on stdout.
+    Events(EventsArgs),
+    /// Preflight: what this kernel and machine support; exits non-zero when the
+    /// agent cannot run here.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// Event kinds to report, comma-separated (default: all):
+    /// exec, exit, fork, connect, accept, listen, bind, login, privilege.
+    #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
+    pub kinds: Vec<Kind>,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    /// How often to log the kernel's lost-record counters when they grow.
+    #[arg(long, default_value = "10s", value_parser = crate::config::parse_duration)]
+    pub stats_interval: std::time::Duration,
+    /// Stop after this many events (for scripts and tests).
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Kernel-to-agent transport. `perf` forces perf event arrays (the fallback
+    /// for kernels without a BPF ring buffer).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub transport: Transport,
+    /// Ring buffer size in bytes (a power of two, a multiple of the page size).
+    #[arg(long, default_value_t = 16 << 20, value_parser = parse_ring_size)]
+    pub ring_size: u32,
+    /// Pages per CPU of each perf buffer (a power of two).
+    #[arg(long, default_value_t = 256, value_parser = parse_pages)]
+    pub perf_pages: usize,
+    /// argv entries captured per exec (1-64); more set `args_truncated`.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_args: u32,
+    /// Bytes captured per argument, NUL included (2-512); longer set `args_truncated`.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(2..=512))]
+    pub max_arg_len: u32,
+    /// libpam to attach the login probes to (default: found with ldconfig).
+    #[arg(long)]
+    pub libpam: Option<PathBuf>,
+    /// Where the host's /proc is (a container mounts it elsewhere).
+    #[arg(long, default_value = "/proc")]
+    pub proc_root: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// libpam to check (default: found with ldconfig).
+    #[arg(long)]
+    pub libpam: Option<PathBuf>,
+}
+
+fn parse_kind(s: &str) -> Result<Kind, String> {
+    Kind::from_name(s.trim()).ok_or_else(|| {
+        let all: Vec<_> = Kind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown event kind {s:?}; kinds are {}", all.join(", "))
+    })
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if !n.is_power_of_two() || n < 4096 {
+        return Err(format!("{n} is not a power of two of at least 4096"));
+    }
+    Ok(n)
+}
+
+fn parse_pages(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two"));
+    }
+    Ok(n)
+}

@@ -1,0 +1,177 @@
+//! Enrichment: parent pid and executables from a process table kept by the
+//! fork/exec/exit events themselves (seeded from /proc), and user names.
+
+pub mod proc;
+pub mod users;
+
+use std::collections::HashMap;
+
+use crate::events::{Body, Event};
+
+#[derive(Clone, Debug, Default)]
+pub struct ProcInfo {
+    pub ppid: u32,
+    pub exe: Option<String>,
+}
+
+/// pid -> (ppid, executable). Bounded: entries of processes whose exit was lost
+/// are swept against /proc when the table grows past `limit`.
+pub struct ProcessTable {
+    procs: HashMap<u32, ProcInfo>,
+    limit: usize,
+    proc_root: std::path::PathBuf,
+}
+
+impl ProcessTable {
+    pub fn new(proc_root: &std::path::Path) -> ProcessTable {
+        ProcessTable { procs: HashMap::new(), limit: 1 << 16, proc_root: proc_root.to_path_buf() }
+    }
+
+    /// Seeds the table with the processes that exist now.
+    pub fn seed(&mut self) {
+        for pid in proc::pids(&self.proc_root) {
+            if let Some(info) = proc::read_info(&self.proc_root, pid) {
+                self.procs.insert(pid, info);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&ProcInfo> {
+        self.procs.get(&pid)
+    }
+
+    fn lookup_or_proc(&mut self, pid: u32) -> Option<&ProcInfo> {
+        if !self.procs.contains_key(&pid) {
+            let info = proc::read_info(&self.proc_root, pid)?;
+            self.insert(pid, info);
+        }
+        self.procs.get(&pid)
+    }
+
+    fn insert(&mut self, pid: u32, info: ProcInfo) {
+        if self.procs.len() >= self.limit {
+            let root = self.proc_root.clone();
+            self.procs.retain(|pid, _| root.join(pid.to_string()).exists());
+            if self.procs.len() >= self.limit {
+                // Still full: every entry is a live process; forget the oldest half.
+                let mut pids: Vec<u32> = self.procs.keys().copied().collect();
+                pids.sort_unstable();
+                for p in pids.iter().take(pids.len() / 2) {
+                    self.procs.remove(p);
+                }
+            }
+        }
+        self.procs.insert(pid, info);
+    }
+
+    /// Updates the table with `ev` and fills its ppid/exe fields.
+    pub fn apply(&mut self, ev: &mut Event) {
+        match &mut ev.body {
+            Body::Fork(f) => {
+                let parent = self.lookup_or_proc(ev.pid).cloned();
+                let exe = parent.as_ref().and_then(|p| p.exe.clone());
+                ev.ppid = parent.map(|p| p.ppid);
+                ev.exe = exe.clone();
+                self.insert(f.child_pid, ProcInfo { ppid: ev.pid, exe });
+            }
+            Body::Exec(x) => {
+                if x.entry_missing && x.success {
+                    // The kernel missed the entry: take what /proc still says.
+                    if let Some((filename, argv)) = proc::read_cmdline(&self.proc_root, ev.pid) {
+                        x.filename = filename;
+                        x.argv = argv;
+                    }
+                }
+                let known = self.lookup_or_proc(ev.pid).cloned().unwrap_or_default();
+                ev.ppid = Some(known.ppid);
+                if x.success {
+                    let exe = proc::read_exe(&self.proc_root, ev.pid).unwrap_or_else(|| x.filename.clone());
+                    ev.exe = Some(exe.clone());
+                    self.insert(ev.pid, ProcInfo { ppid: known.ppid, exe: Some(exe) });
+                } else {
+                    ev.exe = known.exe.clone();
+                }
+                x.parent_exe = self.procs.get(&known.ppid).and_then(|p| p.exe.clone());
+            }
+            Body::Exit(_) => {
+                if let Some(info) = self.procs.remove(&ev.pid) {
+                    ev.ppid = Some(info.ppid);
+                    ev.exe = info.exe;
+                }
+            }
+            _ => {
+                if let Some(info) = self.lookup_or_proc(ev.pid) {
+                    ev.ppid = Some(info.ppid);
+                    ev.exe = info.exe.clone();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Exec, Exit, Fork};
+
+    fn ev(pid: u32, body: Body) -> Event {
+        Event {
+            time: String::new(),
+            ktime_ns: 0,
+            pid,
+            tid: pid,
+            ppid: None,
+            uid: 0,
+            gid: 0,
+            user: None,
+            comm: String::new(),
+            exe: None,
+            body,
+        }
+    }
+
+    #[test]
+    fn short_lived_child_gets_its_parent() {
+        let dir = std::env::temp_dir().join(format!("shrike-proc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut t = ProcessTable::new(&dir);
+        t.insert(100, ProcInfo { ppid: 1, exe: Some("/bin/sh".into()) });
+        let mut fork = ev(100, Body::Fork(Fork { child_pid: 4242 }));
+        t.apply(&mut fork);
+        assert_eq!(fork.ppid, Some(1));
+        let mut exec = ev(
+            4242,
+            Body::Exec(Exec {
+                filename: "/bin/true".into(),
+                argv: vec!["true".into()],
+                args_truncated: false,
+                filename_truncated: false,
+                result: 0,
+                success: true,
+                error: None,
+                parent_exe: None,
+                execveat: false,
+                entry_missing: false,
+                args_unreadable: false,
+            }),
+        );
+        t.apply(&mut exec);
+        assert_eq!(exec.ppid, Some(100));
+        assert_eq!(exec.exe.as_deref(), Some("/bin/true"));
+        let Body::Exec(x) = &exec.body else { panic!() };
+        assert_eq!(x.parent_exe.as_deref(), Some("/bin/sh"));
+        let mut exit = ev(4242, Body::Exit(Exit { exit_code: Some(0), signal: None }));
+        t.apply(&mut exit);
+        assert_eq!(exit.ppid, Some(100));
+        assert!(t.get(4242).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

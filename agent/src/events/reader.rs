@@ -1,0 +1,149 @@
+//! Reading the kernel's records: a ring buffer, or one perf buffer per CPU,
+//! polled with tokio's AsyncFd. Records are decoded here and handed on in
+//! batches over a bounded channel. When the consumer falls behind, the readers
+//! wait and the kernel buffer fills: records are then lost in the kernel, where
+//! the LOST counters count every one. Nothing is dropped silently in userspace.
+
+use std::{
+    ops::ControlFlow,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use aya::maps::{Map, MapData, PerfEventArray, RingBuf, perf::PerfEvent};
+use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinSet};
+
+use super::{
+    Event,
+    decode::{Clock, decode},
+};
+
+/// Counters of the userspace side of the transport.
+#[derive(Debug, Default)]
+pub struct ReaderStats {
+    pub received: AtomicU64,
+    pub decode_errors: AtomicU64,
+    /// PERF_RECORD_LOST totals (the kernel LOST counters count the same losses).
+    pub perf_lost: AtomicU64,
+}
+
+pub type Batch = Vec<Event>;
+
+/// Largest batch handed on at once.
+const BATCH: usize = 256;
+
+fn handle(buf: &[u8], clock: &Clock, stats: &ReaderStats, batch: &mut Batch) {
+    stats.received.fetch_add(1, Ordering::Relaxed);
+    match decode(buf, clock) {
+        Ok(ev) => batch.push(ev),
+        Err(e) => {
+            let n = stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+            // Rate-limited: a broken object would otherwise flood the log.
+            if n < 10 || n.is_power_of_two() {
+                tracing::warn!(count = n + 1, "undecodable kernel record: {e}");
+            }
+        }
+    }
+}
+
+/// Registers a kernel buffer with tokio for readability.
+pub fn register<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
+    // SAFETY: AsyncFd owns `inner`, and with it the file descriptor, which stays
+    // open until the AsyncFd (and so its registration) is dropped.
+    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }.map_err(std::io::Error::from)
+}
+
+/// Spawns the reader task(s) for the EVENTS map.
+pub fn spawn(
+    map: Map,
+    perf_pages: usize,
+    clock: Clock,
+    stats: Arc<ReaderStats>,
+    tx: mpsc::Sender<Batch>,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    match map {
+        Map::RingBuf(_) => {
+            let ring = RingBuf::try_from(map)?;
+            tasks.spawn(read_ring(ring, clock, stats, tx));
+        }
+        Map::PerfEventArray(_) => {
+            let mut perf = PerfEventArray::try_from(map)?;
+            let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+            for cpu in cpus {
+                let buf = perf.open(cpu, Some(perf_pages))?;
+                tasks.spawn(read_perf(buf, clock, Arc::clone(&stats), tx.clone()));
+            }
+        }
+        other => anyhow::bail!("EVENTS map has an unexpected type: {:?}", other),
+    }
+    Ok(())
+}
+
+async fn read_ring(
+    ring: RingBuf<MapData>,
+    clock: Clock,
+    stats: Arc<ReaderStats>,
+    tx: mpsc::Sender<Batch>,
+) -> anyhow::Result<()> {
+    let mut fd = register(ring)?;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        loop {
+            let mut batch = Vec::with_capacity(BATCH);
+            {
+                let ring = guard.get_inner_mut();
+                while batch.len() < BATCH {
+                    let Some(item) = ring.next() else { break };
+                    handle(&item, &clock, &stats, &mut batch);
+                }
+            }
+            let full = batch.len() == BATCH;
+            if !batch.is_empty() && tx.send(batch).await.is_err() {
+                return Ok(());
+            }
+            if !full {
+                break;
+            }
+        }
+        guard.clear_ready();
+    }
+}
+
+async fn read_perf(
+    buf: aya::maps::perf::PerfEventArrayBuffer<MapData>,
+    clock: Clock,
+    stats: Arc<ReaderStats>,
+    tx: mpsc::Sender<Batch>,
+) -> anyhow::Result<()> {
+    let mut fd = register(buf)?;
+    let mut scratch = Vec::new();
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        let mut batch = Vec::new();
+        let _ = guard.get_inner_mut().try_fold((), |(), ev| {
+            match ev {
+                PerfEvent::Sample { head, tail } => {
+                    if tail.is_empty() {
+                        handle(head, &clock, &stats, &mut batch);
+                    } else {
+                        scratch.clear();
+                        scratch.extend_from_slice(head);
+                        scratch.extend_from_slice(tail);
+                        handle(&scratch, &clock, &stats, &mut batch);
+                    }
+                }
+                PerfEvent::Lost { count } => {
+                    stats.perf_lost.fetch_add(count, Ordering::Relaxed);
+                }
+            }
+            ControlFlow::<(), ()>::Continue(())
+        });
+        guard.clear_ready();
+        if !batch.is_empty() && tx.send(batch).await.is_err() {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Shrike, the agent: loads the kernel probes, reads and decodes their records,
+//! enriches them, and reports security events.
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod enrich;
+pub mod events;
+pub mod output;
+pub mod probes;
+pub mod telemetry;
+
+/// `shrike --version`: the workspace version and the git commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SHRIKE_GIT_COMMIT"), ")");
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use tokio::{signal::unix::SignalKind, sync::mpsc, task::JoinSet};
+
+use crate::{
+    cli::EventsArgs,
+    events::{
+        Kind,
+        decode::Clock,
+        reader::{self, ReaderStats},
+    },
+    probes::ProbeOptions,
+};
+
+/// Exit codes: 0 ok, 1 runtime failure, 2 bad usage/config, 3 cannot run here.
+pub const EXIT_CANNOT_RUN: i32 = 3;
+
+/// `shrike events`: every security event as a JSON line on stdout.
+pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
+    let wanted: BTreeSet<Kind> =
+        if args.kinds.is_empty() { Kind::ALL.into_iter().collect() } else { args.kinds.iter().copied().collect() };
+    let opts = ProbeOptions {
+        kinds: wanted.clone(),
+        transport: args.probe.transport,
+        ring_bytes: args.probe.ring_size,
+        max_args: args.probe.max_args,
+        max_arg_len: args.probe.max_arg_len,
+        libpam: args.probe.libpam.clone(),
+    };
+    let mut probes = probes::load(&opts)?;
+    let attached = probes.status.iter().filter(|s| s.attached).count();
+    let skipped: Vec<_> = probes.status.iter().filter(|s| !s.attached).map(|s| s.program).collect();
+
+    let mut tasks = JoinSet::new();
+    telemetry::spawn_kernel_log(&mut probes.ebpf, &mut tasks);
+    let stats = Arc::new(ReaderStats::default());
+    let (tx, mut rx) = mpsc::channel(1024);
+    let map = probes.ebpf.take_map(shrike_common::names::EVENTS).ok_or(probes::ProbeError::MissingMap("EVENTS"))?;
+    reader::spawn(map, args.probe.perf_pages, Clock::now(), Arc::clone(&stats), tx, &mut tasks)?;
+
+    let mut sink = output::JsonLines::new(std::io::stdout(), wanted, &args.probe.proc_root);
+    tracing::info!(
+        transport = ?probes.transport,
+        attached,
+        skipped = ?skipped,
+        "shrike ready: {attached} probes attached"
+    );
+
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut ticker = tokio::time::interval(args.stats_interval);
+    let mut last_lost = BTreeMap::new();
+    let limit = args.count.unwrap_or(u64::MAX);
+    let outcome: anyhow::Result<()> = loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break Err(anyhow::anyhow!("kernel readers stopped")) };
+                if let Err(e) = sink.write_batch(batch) {
+                    break if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.into()) };
+                }
+                if rx.is_empty() {
+                    if let Err(e) = sink.flush() {
+                        break if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.into()) };
+                    }
+                }
+                if sink.written() >= limit {
+                    break Ok(());
+                }
+            }
+            _ = ticker.tick() => {
+                let lost = probes::read_counters(&probes.ebpf, shrike_common::names::LOST);
+                for (k, n) in &lost {
+                    let before = last_lost.get(k).copied().unwrap_or(0);
+                    if *n > before {
+                        tracing::warn!(kind = k.name(), lost = n - before, total = n, "kernel records lost (buffer full)");
+                    }
+                }
+                last_lost = lost;
+            }
+            Some(done) = tasks.join_next() => {
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Err(e),
+                    Err(e) => break Err(e.into()),
+                }
+            }
+            _ = sigterm.recv() => break Ok(()),
+            _ = sigint.recv() => break Ok(()),
+        }
+    };
+
+    // Drain what the kernel already handed over, until the readers go quiet.
+    if outcome.is_ok() && sink.written() < limit {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while let Ok(Some(batch)) = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + Duration::from_millis(300)),
+            rx.recv(),
+        )
+        .await
+        {
+            if sink.write_batch(batch).is_err() {
+                break;
+            }
+        }
+    }
+    let _ = sink.flush();
+
+    let summary = output::Summary {
+        kind: "stats",
+        transport: probes.transport,
+        received: stats.received.load(Ordering::Relaxed),
+        decode_errors: stats.decode_errors.load(Ordering::Relaxed),
+        perf_lost: stats.perf_lost.load(Ordering::Relaxed),
+        written: sink.written(),
+        kernel_sent: names_of(probes::read_counters(&probes.ebpf, shrike_common::names::SENT)),
+        kernel_lost: names_of(probes::read_counters(&probes.ebpf, shrike_common::names::LOST)),
+    };
+    tracing::info!(?summary, "shrike stopping");
+    let _ = sink.write_summary(&summary);
+    tasks.abort_all();
+    outcome
+}
+
+fn names_of(m: BTreeMap<Kind, u64>) -> BTreeMap<&'static str, u64> {
+    m.into_iter().map(|(k, v)| (k.name(), v)).collect()
+}

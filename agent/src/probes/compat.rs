@@ -1,0 +1,215 @@
+//! The probe table: every kernel program, where it attaches, which event kinds
+//! need it, and the tracepoint fields (name, offset) its code relies on. A hook
+//! whose tracepoint is missing or whose format differs is skipped with a warning
+//! naming it, instead of failing the agent (kunai's compat.rs does the same).
+
+use std::{collections::HashMap, path::Path};
+
+use crate::events::Kind;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Hook {
+    /// A tracepoint `category/name`.
+    Tracepoint { category: &'static str, name: &'static str },
+    /// A uprobe (or uretprobe) on a libpam symbol.
+    Pam { symbol: &'static str, ret: bool },
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeSpec {
+    /// The program's name in the object (its function name).
+    pub program: &'static str,
+    pub hook: Hook,
+    /// Event kinds that need this program.
+    pub kinds: &'static [Kind],
+    /// Tracepoint fields read by the program, with their offsets.
+    pub fields: &'static [(&'static str, usize)],
+    /// Missing on many kernels or libpam versions: skipped quietly (debug log).
+    pub optional: bool,
+}
+
+const fn tp(
+    program: &'static str,
+    category: &'static str,
+    kinds: &'static [Kind],
+    fields: &'static [(&'static str, usize)],
+) -> ProbeSpec {
+    ProbeSpec {
+        program,
+        hook: Hook::Tracepoint { category, name: program },
+        kinds,
+        fields,
+        optional: false,
+    }
+}
+
+const fn pam(program: &'static str, symbol: &'static str, ret: bool) -> ProbeSpec {
+    ProbeSpec { program, hook: Hook::Pam { symbol, ret }, kinds: &[Kind::Login], fields: &[], optional: false }
+}
+
+const EXEC: &[Kind] = &[Kind::Exec];
+const PROC: &[Kind] = &[Kind::Exit, Kind::Exec];
+const FORK: &[Kind] = &[Kind::Fork, Kind::Exec];
+const CONNECT: &[Kind] = &[Kind::Connect];
+const SOCKET: &[Kind] = &[Kind::Connect, Kind::Bind];
+const BIND: &[Kind] = &[Kind::Bind, Kind::Listen, Kind::Accept];
+const ACCEPT: &[Kind] = &[Kind::Accept];
+const LISTEN: &[Kind] = &[Kind::Listen];
+const PRIV: &[Kind] = &[Kind::Privilege];
+
+const ARGS3: &[(&str, usize)] = &[];
+const RET: &[(&str, usize)] = &[("ret", 16)];
+
+macro_rules! priv_pair {
+    ($enter:literal, $exit:literal) => {
+        [tp($enter, "syscalls", PRIV, ARGS3), tp($exit, "syscalls", PRIV, RET)]
+    };
+}
+
+/// All probes. Fork and exit are collected whenever exec is, to keep the
+/// process table (ppid, parent executable) right for short-lived processes.
+pub fn table() -> Vec<ProbeSpec> {
+    let mut t = vec![
+        tp("sys_enter_execve", "syscalls", EXEC, &[("filename", 16), ("argv", 24)]),
+        tp("sys_exit_execve", "syscalls", EXEC, RET),
+        tp("sys_enter_execveat", "syscalls", EXEC, &[("fd", 16), ("filename", 24), ("argv", 32)]),
+        tp("sys_exit_execveat", "syscalls", EXEC, RET),
+        tp("task_newtask", "task", FORK, &[("pid", 8), ("clone_flags", 32)]),
+        tp("sched_process_exit", "sched", PROC, &[("pid", 24)]),
+        tp("sys_enter_exit_group", "syscalls", PROC, &[("error_code", 16)]),
+        tp("sys_enter_exit", "syscalls", PROC, &[("error_code", 16)]),
+        tp("signal_deliver", "signal", PROC, &[("sig", 8), ("sa_handler", 24)]),
+        tp("sys_enter_socket", "syscalls", SOCKET, &[("family", 16), ("type", 24), ("protocol", 32)]),
+        tp("sys_exit_socket", "syscalls", SOCKET, RET),
+        tp("sys_enter_connect", "syscalls", CONNECT, &[("fd", 16), ("uservaddr", 24), ("addrlen", 32)]),
+        tp("sys_exit_connect", "syscalls", CONNECT, RET),
+        tp(
+            "inet_sock_set_state",
+            "sock",
+            CONNECT,
+            &[("newstate", 20), ("sport", 24), ("family", 28), ("saddr", 32), ("saddr_v6", 40)],
+        ),
+        tp("sys_enter_bind", "syscalls", BIND, &[("fd", 16), ("umyaddr", 24), ("addrlen", 32)]),
+        tp("sys_exit_bind", "syscalls", BIND, RET),
+        tp("sys_enter_listen", "syscalls", LISTEN, &[("fd", 16)]),
+        tp("sys_exit_listen", "syscalls", LISTEN, RET),
+        tp(
+            "sys_enter_accept",
+            "syscalls",
+            ACCEPT,
+            &[("fd", 16), ("upeer_sockaddr", 24), ("upeer_addrlen", 32)],
+        ),
+        tp("sys_exit_accept", "syscalls", ACCEPT, RET),
+        tp(
+            "sys_enter_accept4",
+            "syscalls",
+            ACCEPT,
+            &[("fd", 16), ("upeer_sockaddr", 24), ("upeer_addrlen", 32)],
+        ),
+        tp("sys_exit_accept4", "syscalls", ACCEPT, RET),
+        pam("pam_start", "pam_start", false),
+        pam("pam_start_ret", "pam_start", true),
+        ProbeSpec { optional: true, ..pam("pam_start_confdir", "pam_start_confdir", false) },
+        ProbeSpec { optional: true, ..pam("pam_start_ret", "pam_start_confdir", true) },
+        pam("pam_set_item", "pam_set_item", false),
+        pam("pam_get_user", "pam_get_user", false),
+        pam("pam_get_user_ret", "pam_get_user", true),
+        pam("pam_end", "pam_end", false),
+        pam("pam_authenticate", "pam_authenticate", false),
+        pam("pam_authenticate_ret", "pam_authenticate", true),
+        pam("pam_acct_mgmt", "pam_acct_mgmt", false),
+        pam("pam_acct_mgmt_ret", "pam_acct_mgmt", true),
+        pam("pam_open_session", "pam_open_session", false),
+        pam("pam_open_session_ret", "pam_open_session", true),
+        pam("pam_close_session", "pam_close_session", false),
+        pam("pam_close_session_ret", "pam_close_session", true),
+        pam("pam_setcred", "pam_setcred", false),
+        pam("pam_setcred_ret", "pam_setcred", true),
+        pam("pam_chauthtok", "pam_chauthtok", false),
+        pam("pam_chauthtok_ret", "pam_chauthtok", true),
+    ];
+    for pair in [
+        priv_pair!("sys_enter_setuid", "sys_exit_setuid"),
+        priv_pair!("sys_enter_setgid", "sys_exit_setgid"),
+        priv_pair!("sys_enter_setreuid", "sys_exit_setreuid"),
+        priv_pair!("sys_enter_setregid", "sys_exit_setregid"),
+        priv_pair!("sys_enter_setresuid", "sys_exit_setresuid"),
+        priv_pair!("sys_enter_setresgid", "sys_exit_setresgid"),
+        priv_pair!("sys_enter_setfsuid", "sys_exit_setfsuid"),
+        priv_pair!("sys_enter_setfsgid", "sys_exit_setfsgid"),
+        priv_pair!("sys_enter_capset", "sys_exit_capset"),
+    ] {
+        t.extend(pair);
+    }
+    t
+}
+
+/// Field name -> offset of a tracepoint, from its `format` file.
+pub fn read_format(tracefs: &Path, category: &str, name: &str) -> std::io::Result<HashMap<String, usize>> {
+    let text = std::fs::read_to_string(tracefs.join("events").join(category).join(name).join("format"))?;
+    Ok(parse_format(&text))
+}
+
+/// Parses lines like `\tfield:const char * filename;\toffset:16;\tsize:8;\tsigned:0;`.
+pub fn parse_format(text: &str) -> HashMap<String, usize> {
+    let mut fields = HashMap::new();
+    for line in text.lines() {
+        let mut decl = None;
+        let mut offset = None;
+        for part in line.split(';') {
+            let part = part.trim();
+            if let Some(d) = part.strip_prefix("field:") {
+                // The name is the last word, without any array suffix.
+                decl = d.split_whitespace().last().map(|n| n.split('[').next().unwrap_or(n).to_owned());
+            } else if let Some(o) = part.strip_prefix("offset:") {
+                offset = o.trim().parse().ok();
+            }
+        }
+        if let (Some(d), Some(o)) = (decl, offset) {
+            fields.insert(d, o);
+        }
+    }
+    fields
+}
+
+/// Why a tracepoint's format does not match what the program reads, if it doesn't.
+pub fn check_fields(found: &HashMap<String, usize>, want: &[(&str, usize)]) -> Result<(), String> {
+    for (name, off) in want {
+        match found.get(*name) {
+            Some(o) if o == off => {}
+            Some(o) => return Err(format!("field {name} is at offset {o}, the program reads {off}")),
+            None => return Err(format!("field {name} is missing")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tracepoint_format() {
+        let text = "name: sys_enter_execve\nID: 700\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:const char * filename;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;\n";
+        let f = parse_format(text);
+        assert_eq!(f.get("filename"), Some(&16));
+        assert_eq!(f.get("saddr"), Some(&32));
+        assert_eq!(f.get("common_type"), Some(&0));
+        assert!(check_fields(&f, &[("filename", 16)]).is_ok());
+        assert!(check_fields(&f, &[("filename", 24)]).unwrap_err().contains("offset 16"));
+        assert!(check_fields(&f, &[("argv", 24)]).unwrap_err().contains("missing"));
+    }
+
+    #[test]
+    fn every_kind_has_a_probe_and_names_are_unique_per_hook() {
+        let t = table();
+        for k in Kind::ALL {
+            assert!(t.iter().any(|p| p.kinds.contains(&k)), "{k:?} has no probe");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &t {
+            let hook = format!("{}:{:?}", p.program, p.hook);
+            assert!(seen.insert(hook), "duplicate {}", p.program);
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Loading the kernel object and attaching its programs.
+
+pub mod compat;
+pub mod pam;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapType, PerCpuArray},
+    programs::{TracePoint, UProbe, uprobe::UProbeScope},
+};
+use shrike_common::{Config, kind, names};
+
+use crate::events::Kind;
+use compat::{Hook, ProbeSpec};
+
+/// The kernel objects, built by agent/build.rs from agent-ebpf.
+static OBJ_RING: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shrike-ring.bpf.o"));
+static OBJ_PERF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shrike-perf.bpf.o"));
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Ring buffer when the kernel has it (>= 5.8), else perf event arrays.
+    Auto,
+    Ringbuf,
+    Perf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "not permitted to load eBPF programs ({0}): run as root, or with CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_DAC_READ_SEARCH"
+    )]
+    Permission(String),
+    #[error("the kernel has no BPF ring buffer (Linux < 5.8): use --transport perf or auto")]
+    NoRingBuf,
+    #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
+    Tracefs(std::io::Error),
+    #[error("failed to load the eBPF object: {0}")]
+    Load(String),
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("failed to write map {0}: {1}")]
+    Map(&'static str, String),
+    #[error("no probe could be attached: {0}")]
+    NothingAttached(String),
+}
+
+/// What to load and attach.
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    pub kinds: BTreeSet<Kind>,
+    pub transport: Transport,
+    pub ring_bytes: u32,
+    pub max_args: u32,
+    pub max_arg_len: u32,
+    /// libpam to attach the login probes to; found with ldconfig when None.
+    pub libpam: Option<PathBuf>,
+}
+
+/// Outcome of one probe, for the log and for `shrike check`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProbeStatus {
+    pub program: &'static str,
+    pub attach: String,
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+pub struct Probes {
+    pub ebpf: Ebpf,
+    pub transport: Transport,
+    pub status: Vec<ProbeStatus>,
+}
+
+/// Kinds whose probes must run for `wanted` to be reported right (the process
+/// table needs fork and exit to know ppids of short-lived processes).
+pub fn collected_kinds(wanted: &BTreeSet<Kind>) -> BTreeSet<Kind> {
+    let mut k = wanted.clone();
+    if wanted.iter().any(|k| matches!(k, Kind::Exec | Kind::Connect | Kind::Accept | Kind::Login)) {
+        k.insert(Kind::Fork);
+        k.insert(Kind::Exit);
+    }
+    k
+}
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// The tracefs mount aya resolves tracepoint ids in; mounted when missing (a
+/// fresh machine, or a privileged container with /sys but no tracefs).
+pub fn ensure_tracefs() -> Result<PathBuf, ProbeError> {
+    let path = Path::new(TRACEFS);
+    if path.join("events").is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let debug = Path::new("/sys/kernel/debug/tracing");
+    if debug.join("events").is_dir() {
+        return Ok(debug.to_path_buf());
+    }
+    let target = std::ffi::CString::new(TRACEFS).expect("static path");
+    let fstype = std::ffi::CString::new("tracefs").expect("static");
+    let source = std::ffi::CString::new("nodev").expect("static");
+    // SAFETY: all pointers are valid NUL-terminated strings; data is null.
+    let r = unsafe {
+        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+    };
+    if r != 0 {
+        return Err(ProbeError::Tracefs(std::io::Error::last_os_error()));
+    }
+    tracing::info!("mounted tracefs at {TRACEFS}");
+    Ok(path.to_path_buf())
+}
+
+pub fn ringbuf_supported() -> bool {
+    aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false)
+}
+
+fn permission_or(e: impl std::fmt::Display + std::fmt::Debug, f: impl FnOnce(String) -> ProbeError) -> ProbeError {
+    let text = e.to_string();
+    let lower = format!("{e:?}").to_lowercase();
+    if lower.contains("permission denied") || lower.contains("operation not permitted") || lower.contains("eperm")
+    {
+        ProbeError::Permission(text)
+    } else {
+        f(text)
+    }
+}
+
+pub fn load(opts: &ProbeOptions) -> Result<Probes, ProbeError> {
+    let tracefs = ensure_tracefs()?;
+    let transport = match opts.transport {
+        Transport::Auto if ringbuf_supported() => Transport::Ringbuf,
+        Transport::Auto => Transport::Perf,
+        Transport::Ringbuf if !ringbuf_supported() => return Err(ProbeError::NoRingBuf),
+        t => t,
+    };
+    let mut loader = EbpfLoader::new();
+    let obj = if transport == Transport::Ringbuf {
+        loader.map_max_entries(names::EVENTS, opts.ring_bytes);
+        OBJ_RING
+    } else {
+        OBJ_PERF
+    };
+    let mut ebpf = loader.load(obj).map_err(|e| permission_or(e, ProbeError::Load))?;
+
+    let config = Config {
+        agent_tgid: std::process::id(),
+        max_args: opts.max_args,
+        max_arg_len: opts.max_arg_len,
+        _reserved: 0,
+    };
+    let mut cfg: Array<_, Config> = ebpf
+        .map_mut(names::CONFIG)
+        .ok_or(ProbeError::MissingMap(names::CONFIG))?
+        .try_into()
+        .map_err(|e: aya::maps::MapError| ProbeError::Map(names::CONFIG, e.to_string()))?;
+    cfg.set(0, config, 0).map_err(|e| ProbeError::Map(names::CONFIG, e.to_string()))?;
+
+    let collect = collected_kinds(&opts.kinds);
+    let libpam = if collect.contains(&Kind::Login) {
+        match opts.libpam.clone().map(Ok).unwrap_or_else(pam::find_libpam) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!("login events disabled: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let mut status = Vec::new();
+    let mut loaded = HashSet::new();
+    let mut formats = BTreeMap::new();
+    for spec in compat::table() {
+        if !spec.kinds.iter().any(|k| collect.contains(k)) {
+            continue;
+        }
+        let (attach, result) = attach_one(&mut ebpf, &spec, &tracefs, libpam.as_deref(), &mut loaded, &mut formats);
+        match &result {
+            Ok(()) => tracing::debug!(program = spec.program, %attach, "attached"),
+            Err(reason) if spec.optional => {
+                tracing::debug!(program = spec.program, %attach, "optional probe not attached: {reason}")
+            }
+            Err(reason) => tracing::warn!(
+                program = spec.program,
+                %attach,
+                kinds = ?spec.kinds,
+                "probe skipped, its events will be missing: {reason}"
+            ),
+        }
+        if let Err(reason) = &result {
+            if reason.starts_with("permission:") {
+                return Err(ProbeError::Permission(reason.clone()));
+            }
+        }
+        status.push(ProbeStatus {
+            program: spec.program,
+            attach,
+            attached: result.is_ok(),
+            reason: result.err(),
+        });
+    }
+    if !status.iter().any(|s| s.attached) {
+        let reasons: Vec<_> = status.iter().filter_map(|s| s.reason.clone()).take(3).collect();
+        return Err(ProbeError::NothingAttached(reasons.join("; ")));
+    }
+    Ok(Probes { ebpf, transport, status })
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    spec: &ProbeSpec,
+    tracefs: &Path,
+    libpam: Option<&Path>,
+    loaded: &mut HashSet<&'static str>,
+    formats: &mut BTreeMap<String, Result<std::collections::HashMap<String, usize>, String>>,
+) -> (String, Result<(), String>) {
+    let describe = match spec.hook {
+        Hook::Tracepoint { category, name } => format!("tracepoint {category}/{name}"),
+        Hook::Pam { symbol, ret } => format!(
+            "{} {}:{symbol}",
+            if ret { "uretprobe" } else { "uprobe" },
+            libpam.map(|p| p.display().to_string()).unwrap_or_else(|| "libpam".into())
+        ),
+    };
+    let result = (|| -> Result<(), String> {
+        let Some(prog) = ebpf.program_mut(spec.program) else {
+            return Err(format!("program {} not in the eBPF object", spec.program));
+        };
+        match spec.hook {
+            Hook::Tracepoint { category, name } => {
+                let key = format!("{category}/{name}");
+                let fields = formats
+                    .entry(key)
+                    .or_insert_with(|| {
+                        compat::read_format(tracefs, category, name)
+                            .map_err(|e| format!("tracepoint not available: {e}"))
+                    })
+                    .clone()?;
+                compat::check_fields(&fields, spec.fields)?;
+                let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+                if loaded.insert(spec.program) {
+                    tp.load().map_err(|e| verifier_or_permission("load", e))?;
+                }
+                tp.attach(category, name).map_err(|e| verifier_or_permission("attach", e))?;
+            }
+            Hook::Pam { symbol, .. } => {
+                let Some(lib) = libpam else {
+                    return Err("libpam not found".into());
+                };
+                let up: &mut UProbe = prog.try_into().map_err(|e| format!("{e}"))?;
+                if loaded.insert(spec.program) {
+                    up.load().map_err(|e| verifier_or_permission("load", e))?;
+                }
+                up.attach(symbol, lib, UProbeScope::AllProcesses)
+                    .map_err(|e| verifier_or_permission("attach", e))?;
+            }
+        }
+        Ok(())
+    })();
+    (describe, result)
+}
+
+fn verifier_or_permission(what: &str, e: aya::programs::ProgramError) -> String {
+    let dbg = format!("{e:?}").to_lowercase();
+    if dbg.contains("permission denied") || dbg.contains("operation not permitted") {
+        format!("permission: {what}: {e}")
+    } else {
+        // Verifier logs are long: keep the last lines, where the reason is.
+        let full = format!("{what} failed: {e:#}");
+        let lines: Vec<&str> = full.lines().collect();
+        let tail = lines.len().saturating_sub(6);
+        lines[tail..].join(" | ")
+    }
+}
+
+/// Per-kind counters summed over CPUs, from the LOST or SENT map.
+pub fn read_counters(ebpf: &Ebpf, map: &'static str) -> BTreeMap<Kind, u64> {
+    let mut out = BTreeMap::new();
+    let Some(m) = ebpf.map(map) else { return out };
+    let Ok(arr) = PerCpuArray::<_, u64>::try_from(m) else { return out };
+    for k in Kind::ALL {
+        if let Ok(vals) = arr.get(&k.raw(), 0) {
+            let sum: u64 = vals.iter().sum();
+            out.insert(k, sum);
+        }
+    }
+    debug_assert!(kind::MAX as usize > Kind::ALL.len());
+    out
+}
