@@ -57,11 +57,7 @@ fn main() {
     let sysroot = nightly_sysroot();
     ensure_components(&sysroot);
     let llvm_bin = sysroot.join("lib/rustlib").join(host_triple(&sysroot)).join("bin");
-    let linker = if which("bpf-linker") {
-        None
-    } else {
-        Some(root.join("agent-ebpf/bpf-link"))
-    };
+    let linker = if which("bpf-linker") { None } else { Some(root.join("agent-ebpf/bpf-link")) };
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("target arch");
     let endian = env::var("CARGO_CFG_TARGET_ENDIAN").expect("target endian");
     let target = if endian == "big" { "bpfeb-unknown-none" } else { "bpfel-unknown-none" };
@@ -95,8 +91,7 @@ fn main() {
         }
         let obj = target_dir.join(target).join("release/shrike-ebpf");
         let dst = out_dir.join(format!("shrike-{variant}.bpf.o"));
-        std::fs::copy(&obj, &dst)
-            .unwrap_or_else(|e| fail(&format!("cannot copy {}: {e}", obj.display())));
+        std::fs::copy(&obj, &dst).unwrap_or_else(|e| fail(&format!("cannot copy {}: {e}", obj.display())));
     }
 }
 
@@ -106,9 +101,7 @@ fn fail(msg: &str) -> ! {
 }
 
 fn which(bin: &str) -> bool {
-    env::var_os("PATH")
-        .map(|p| env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false)
+    env::var_os("PATH").map(|p| env::split_paths(&p).any(|d| d.join(bin).is_file())).unwrap_or(false)
 }
 
 fn nightly_sysroot() -> PathBuf {

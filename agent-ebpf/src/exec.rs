@@ -97,7 +97,7 @@ fn exec_enter(
     let argv: u64 = unsafe { ctx.read_at(argv_off)? };
     let max_args = if cfg.max_args == 0 || cfg.max_args > MAX_ARGS { MAX_ARGS } else { cfg.max_args };
     let mut arg_len = cfg.max_arg_len as usize;
-    if arg_len < 2 || arg_len > MAX_ARG_LEN {
+    if !(2..=MAX_ARG_LEN).contains(&arg_len) {
         arg_len = MAX_ARG_LEN;
     }
     // The loop keeps its running offset and flags in the record (map memory),
@@ -107,11 +107,7 @@ fn exec_enter(
     for i in 0..MAX_ARGS {
         let mut p: u64 = 0;
         let r = unsafe {
-            bpf_probe_read_user(
-                &mut p as *mut u64 as *mut c_void,
-                8,
-                (argv + 8 * i as u64) as *const c_void,
-            )
+            bpf_probe_read_user(&mut p as *mut u64 as *mut c_void, 8, (argv + 8 * i as u64) as *const c_void)
         };
         if r < 0 {
             set_flag(rec, exec_flags::ARGS_UNREADABLE);
@@ -152,7 +148,7 @@ fn exec_enter(
         rec.args_len = ARGS_BUF_LEN as u32;
     }
     let tid = pid_tgid as u32;
-    EXEC_PENDING.insert(&tid, rec, 0).map_err(|e| e as i64)?;
+    EXEC_PENDING.insert(tid, rec, 0).map_err(|e| e as i64)?;
     Ok(())
 }
 
@@ -178,7 +174,7 @@ fn exec_exit(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let ret: i64 = unsafe { ctx.read_at(16)? };
     let tid = pid_tgid as u32;
-    let (rec, pending) = match EXEC_PENDING.get_ptr_mut(&tid) {
+    let (rec, pending) = match EXEC_PENDING.get_ptr_mut(tid) {
         Some(p) => (p, true),
         None => {
             // Entry not seen (the agent started mid-exec, or a non-leader
@@ -203,7 +199,7 @@ fn exec_exit(ctx: &TracePointContext) -> Result<(), i64> {
     fill_header(&mut r.hdr, kind::EXEC, len, pid_tgid);
     emit(ctx, kind::EXEC, rec as *const u8, len);
     if pending {
-        let _ = EXEC_PENDING.remove(&tid);
+        let _ = EXEC_PENDING.remove(tid);
     }
     Ok(())
 }

@@ -58,15 +58,15 @@ fn save_args(ctx: &TracePointContext, call: u32, n: usize) -> Result<(), i64> {
             args.a[i] = unsafe { ctx.read_at::<u64>(16 + 8 * i)? };
         }
     }
-    SYS_ARGS.insert(&pid_tgid, &args, 0).map_err(|e| e as i64)
+    SYS_ARGS.insert(pid_tgid, args, 0).map_err(|e| e as i64)
 }
 
 /// Takes the saved arguments of `call` for the current thread, with the exit's ret.
 #[inline(always)]
 fn take_args(ctx: &TracePointContext, call: u32) -> Option<(u64, SysArgs, i64)> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let args = unsafe { SYS_ARGS.get(&pid_tgid) }.copied()?;
-    let _ = SYS_ARGS.remove(&pid_tgid);
+    let args = unsafe { SYS_ARGS.get(pid_tgid) }.copied()?;
+    let _ = SYS_ARGS.remove(pid_tgid);
     if args.call != call {
         return None;
     }
@@ -90,9 +90,7 @@ fn read_sockaddr(ptr: u64, len: u64) -> Option<SockAddr> {
     // sockaddr_in6: family@0, port@2, flowinfo@4, addr@8 [16].
     let mut raw = [0u8; 24];
     let want = if len >= 24 { 24 } else { 16 };
-    let r = unsafe {
-        bpf_probe_read_user(raw.as_mut_ptr() as *mut c_void, want, ptr as *const c_void)
-    };
+    let r = unsafe { bpf_probe_read_user(raw.as_mut_ptr() as *mut c_void, want, ptr as *const c_void) };
     if r < 0 {
         return None;
     }
@@ -111,7 +109,7 @@ fn read_sockaddr(ptr: u64, len: u64) -> Option<SockAddr> {
 
 #[inline(always)]
 fn protocol_of(key: u64) -> u16 {
-    match unsafe { SOCK_TYPE.get(&key) } {
+    match unsafe { SOCK_TYPE.get(key) } {
         Some(v) => {
             let proto = (*v >> 16) as u16;
             if proto != 0 {
@@ -142,7 +140,7 @@ pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
         let family = a.a[0] as u16;
         if ret >= 0 && (family == AF_INET || family == AF_INET6) {
             let v = (a.a[1] as u32 & 0xff) | ((a.a[2] as u32 & 0xffff) << 16);
-            let _ = SOCK_TYPE.insert(&fd_key(pid_tgid, ret as u64), &v, 0);
+            let _ = SOCK_TYPE.insert(fd_key(pid_tgid, ret as u64), v, 0);
         }
     }
     0
@@ -172,7 +170,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = SYS_ARGS.get_ptr_mut(&pid_tgid) else {
+    let Some(args) = SYS_ARGS.get_ptr_mut(pid_tgid) else {
         return Ok(());
     };
     let args = unsafe { &mut *args };
@@ -240,7 +238,7 @@ pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
     };
     let key = fd_key(pid_tgid, a.a[0]);
     let bound = Bound { family: sa.family, port: sa.port, _pad: 0, addr: sa.addr };
-    let _ = BOUND.insert(&key, &bound, 0);
+    let _ = BOUND.insert(key, bound, 0);
     let mut rec: SockRecord = unsafe { core::mem::zeroed() };
     fill_header(&mut rec.hdr, kind::BIND, core::mem::size_of::<SockRecord>(), pid_tgid);
     rec.fd = a.a[0] as i32;
@@ -274,7 +272,7 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
     fill_header(&mut rec.hdr, kind::LISTEN, core::mem::size_of::<SockRecord>(), pid_tgid);
     rec.fd = a.a[0] as i32;
     rec.protocol = IPPROTO_TCP;
-    if let Some(b) = unsafe { BOUND.get(&key) } {
+    if let Some(b) = unsafe { BOUND.get(key) } {
         rec.family = b.family;
         rec.lport = b.port;
         rec.laddr = b.addr;
@@ -324,7 +322,7 @@ fn accept_exit(ctx: &TracePointContext) {
     rec.ret = ret;
     rec.fd = ret as i32;
     rec.protocol = IPPROTO_TCP;
-    if let Some(b) = unsafe { BOUND.get(&fd_key(pid_tgid, a.a[0])) } {
+    if let Some(b) = unsafe { BOUND.get(fd_key(pid_tgid, a.a[0])) } {
         rec.family = b.family;
         rec.lport = b.port;
         rec.laddr = b.addr;
@@ -333,9 +331,8 @@ fn accept_exit(ctx: &TracePointContext) {
     // The kernel wrote the peer's address and its length into user memory.
     if a.a[1] != 0 && a.a[2] != 0 {
         let mut alen: u32 = 0;
-        let r = unsafe {
-            bpf_probe_read_user(&mut alen as *mut u32 as *mut c_void, 4, a.a[2] as *const c_void)
-        };
+        let r =
+            unsafe { bpf_probe_read_user(&mut alen as *mut u32 as *mut c_void, 4, a.a[2] as *const c_void) };
         if r == 0 {
             if let Some(sa) = read_sockaddr(a.a[1], alen as u64) {
                 rec.family = sa.family;
@@ -349,6 +346,6 @@ fn accept_exit(ctx: &TracePointContext) {
         return;
     }
     let v = SOCK_STREAM | ((IPPROTO_TCP as u32) << 16);
-    let _ = SOCK_TYPE.insert(&fd_key(pid_tgid, ret as u64), &v, 0);
+    let _ = SOCK_TYPE.insert(fd_key(pid_tgid, ret as u64), v, 0);
     emit_value(ctx, kind::ACCEPT, &rec);
 }

@@ -68,12 +68,9 @@ fn read_str(dst: &mut [u8], src: u64) {
 #[uprobe]
 pub fn pam_start(ctx: ProbeContext) -> u32 {
     if let Some(k) = key(FN_START) {
-        let a: [u64; 3] = [
-            ctx.arg::<u64>(0).unwrap_or(0),
-            ctx.arg::<u64>(1).unwrap_or(0),
-            ctx.arg::<u64>(3).unwrap_or(0),
-        ];
-        let _ = PAM_ARGS.insert(&k, &a, 0);
+        let a: [u64; 3] =
+            [ctx.arg::<u64>(0).unwrap_or(0), ctx.arg::<u64>(1).unwrap_or(0), ctx.arg::<u64>(3).unwrap_or(0)];
+        let _ = PAM_ARGS.insert(k, a, 0);
     }
     0
 }
@@ -82,12 +79,9 @@ pub fn pam_start(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn pam_start_confdir(ctx: ProbeContext) -> u32 {
     if let Some(k) = key(FN_START) {
-        let a: [u64; 3] = [
-            ctx.arg::<u64>(0).unwrap_or(0),
-            ctx.arg::<u64>(1).unwrap_or(0),
-            ctx.arg::<u64>(4).unwrap_or(0),
-        ];
-        let _ = PAM_ARGS.insert(&k, &a, 0);
+        let a: [u64; 3] =
+            [ctx.arg::<u64>(0).unwrap_or(0), ctx.arg::<u64>(1).unwrap_or(0), ctx.arg::<u64>(4).unwrap_or(0)];
+        let _ = PAM_ARGS.insert(k, a, 0);
     }
     0
 }
@@ -96,8 +90,8 @@ pub fn pam_start_confdir(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn pam_start_ret(ctx: RetProbeContext) -> u32 {
     let Some(k) = key(FN_START) else { return 0 };
-    let Some(a) = (unsafe { PAM_ARGS.get(&k) }).copied() else { return 0 };
-    let _ = PAM_ARGS.remove(&k);
+    let Some(a) = (unsafe { PAM_ARGS.get(k) }).copied() else { return 0 };
+    let _ = PAM_ARGS.remove(k);
     if ctx.ret::<i64>() as i32 != 0 {
         return 0;
     }
@@ -112,7 +106,7 @@ pub fn pam_start_ret(ctx: RetProbeContext) -> u32 {
     read_str(&mut items.user, a[1]);
     items.rhost[0] = 0;
     items.tty[0] = 0;
-    let _ = PAM_HANDLES.insert(&pamh, items, 0);
+    let _ = PAM_HANDLES.insert(pamh, items, 0);
     0
 }
 
@@ -125,7 +119,7 @@ pub fn pam_set_item(ctx: ProbeContext) -> u32 {
     let pamh = ctx.arg::<u64>(0).unwrap_or(0);
     let item_type = ctx.arg::<u64>(1).unwrap_or(0) as u32 as u64;
     let item = ctx.arg::<u64>(2).unwrap_or(0);
-    let Some(items) = PAM_HANDLES.get_ptr_mut(&pamh) else { return 0 };
+    let Some(items) = PAM_HANDLES.get_ptr_mut(pamh) else { return 0 };
     let items = unsafe { &mut *items };
     match item_type {
         PAM_SERVICE => read_str(&mut items.service, item),
@@ -142,7 +136,7 @@ pub fn pam_set_item(ctx: ProbeContext) -> u32 {
 pub fn pam_get_user(ctx: ProbeContext) -> u32 {
     if let Some(k) = key(FN_GET_USER) {
         let a = [ctx.arg::<u64>(0).unwrap_or(0), ctx.arg::<u64>(1).unwrap_or(0), 0];
-        let _ = PAM_ARGS.insert(&k, &a, 0);
+        let _ = PAM_ARGS.insert(k, a, 0);
     }
     0
 }
@@ -150,8 +144,8 @@ pub fn pam_get_user(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn pam_get_user_ret(ctx: RetProbeContext) -> u32 {
     let Some(k) = key(FN_GET_USER) else { return 0 };
-    let Some(a) = (unsafe { PAM_ARGS.get(&k) }).copied() else { return 0 };
-    let _ = PAM_ARGS.remove(&k);
+    let Some(a) = (unsafe { PAM_ARGS.get(k) }).copied() else { return 0 };
+    let _ = PAM_ARGS.remove(k);
     if ctx.ret::<i64>() as i32 != 0 || a[1] == 0 {
         return 0;
     }
@@ -160,7 +154,7 @@ pub fn pam_get_user_ret(ctx: RetProbeContext) -> u32 {
     if r != 0 {
         return 0;
     }
-    if let Some(items) = PAM_HANDLES.get_ptr_mut(&a[0]) {
+    if let Some(items) = PAM_HANDLES.get_ptr_mut(a[0]) {
         read_str(unsafe { &mut (*items).user }, user);
     }
     0
@@ -170,7 +164,7 @@ pub fn pam_get_user_ret(ctx: RetProbeContext) -> u32 {
 #[uprobe]
 pub fn pam_end(ctx: ProbeContext) -> u32 {
     let pamh = ctx.arg::<u64>(0).unwrap_or(0);
-    let _ = PAM_HANDLES.remove(&pamh);
+    let _ = PAM_HANDLES.remove(pamh);
     0
 }
 
@@ -178,7 +172,7 @@ pub fn pam_end(ctx: ProbeContext) -> u32 {
 fn step_enter(ctx: &ProbeContext, step: u32) -> u32 {
     if let Some(k) = key(FN_STEP) {
         let a = [ctx.arg::<u64>(0).unwrap_or(0), step as u64, 0];
-        let _ = PAM_ARGS.insert(&k, &a, 0);
+        let _ = PAM_ARGS.insert(k, a, 0);
     }
     0
 }
@@ -186,15 +180,15 @@ fn step_enter(ctx: &ProbeContext, step: u32) -> u32 {
 #[inline(always)]
 fn step_exit(ctx: &RetProbeContext) -> u32 {
     let Some(k) = key(FN_STEP) else { return 0 };
-    let Some(a) = (unsafe { PAM_ARGS.get(&k) }).copied() else { return 0 };
-    let _ = PAM_ARGS.remove(&k);
+    let Some(a) = (unsafe { PAM_ARGS.get(k) }).copied() else { return 0 };
+    let _ = PAM_ARGS.remove(k);
     let Some(rec) = PAM_SCRATCH.get_ptr_mut(0) else { return 0 };
     let rec = unsafe { &mut *rec };
     let size = core::mem::size_of::<LoginRecord>();
     fill_header(&mut rec.hdr, kind::LOGIN, size, bpf_get_current_pid_tgid());
     rec.step = a[1] as u32;
     rec.result = ctx.ret::<i64>() as i32;
-    match PAM_HANDLES.get_ptr(&a[0]) {
+    match PAM_HANDLES.get_ptr(a[0]) {
         // A helper copy: a struct assignment would go through the small stack.
         Some(items) => unsafe {
             bpf_probe_read_kernel(

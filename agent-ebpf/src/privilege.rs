@@ -29,17 +29,17 @@ fn priv_enter(ctx: &TracePointContext, call: u32, n: usize) -> u32 {
             args.a[i] = unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0);
         }
     }
-    let _ = SYS_ARGS.insert(&pid_tgid, &args, 0);
+    let _ = SYS_ARGS.insert(pid_tgid, args, 0);
     0
 }
 
 #[inline(always)]
 fn priv_exit(ctx: &TracePointContext, call: u32) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { SYS_ARGS.get(&pid_tgid) }).copied() else {
+    let Some(args) = (unsafe { SYS_ARGS.get(pid_tgid) }).copied() else {
         return 0;
     };
-    let _ = SYS_ARGS.remove(&pid_tgid);
+    let _ = SYS_ARGS.remove(pid_tgid);
     if args.call != CALL_BASE + call {
         return 0;
     }
@@ -53,9 +53,7 @@ fn priv_exit(ctx: &TracePointContext, call: u32) -> u32 {
         // capset(header, data): data is two __user_cap_data_struct {effective,
         // permitted, inheritable} (u32 each) for _LINUX_CAPABILITY_VERSION_3.
         let mut d = [0u32; 6];
-        let r = unsafe {
-            bpf_probe_read_user(d.as_mut_ptr() as *mut c_void, 24, args.a[1] as *const c_void)
-        };
+        let r = unsafe { bpf_probe_read_user(d.as_mut_ptr() as *mut c_void, 24, args.a[1] as *const c_void) };
         if r == 0 {
             rec.has_caps = 1;
             rec.caps = [d[0], d[3], d[1], d[4], d[2], d[5]];

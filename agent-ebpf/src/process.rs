@@ -49,7 +49,7 @@ pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if let Ok(code) = unsafe { ctx.read_at::<u64>(16) } {
         let status = ((code as u32) & 0xff) << 8;
-        let _ = EXIT_STATUS.insert(&((pid_tgid >> 32) as u32), &status, 0);
+        let _ = EXIT_STATUS.insert((pid_tgid >> 32) as u32, status, 0);
     }
     0
 }
@@ -64,7 +64,7 @@ pub fn sys_enter_exit(ctx: TracePointContext) -> u32 {
     }
     if let Ok(code) = unsafe { ctx.read_at::<u64>(16) } {
         let status = ((code as u32) & 0xff) << 8;
-        let _ = EXIT_STATUS.insert(&((pid_tgid >> 32) as u32), &status, 0);
+        let _ = EXIT_STATUS.insert((pid_tgid >> 32) as u32, status, 0);
     }
     0
 }
@@ -109,7 +109,7 @@ pub fn signal_deliver(ctx: TracePointContext) -> u32 {
     };
     if handler == 0 && (1..32).contains(&sig) && FATAL_DEFAULT & (1u64 << sig) != 0 {
         let status = sig as u32;
-        let _ = EXIT_STATUS.insert(&((pid_tgid >> 32) as u32), &status, 1 /* BPF_NOEXIST */);
+        let _ = EXIT_STATUS.insert((pid_tgid >> 32) as u32, status, 1 /* BPF_NOEXIST */);
     }
     0
 }
@@ -125,10 +125,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     }
     let mut rec: ExitRecord = unsafe { core::mem::zeroed() };
     fill_header(&mut rec.hdr, kind::EXIT, core::mem::size_of::<ExitRecord>(), pid_tgid);
-    if let Some(status) = unsafe { EXIT_STATUS.get(&tgid) } {
+    if let Some(status) = unsafe { EXIT_STATUS.get(tgid) } {
         rec.status = *status;
         rec.has_status = 1;
-        let _ = EXIT_STATUS.remove(&tgid);
+        let _ = EXIT_STATUS.remove(tgid);
     }
     emit_value(&ctx, kind::EXIT, &rec);
     0

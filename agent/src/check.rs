@@ -74,7 +74,12 @@ pub fn run(args: &CheckArgs) -> i32 {
         },
     );
     let ring = is_map_supported(MapType::RingBuf).unwrap_or(false);
-    add("ring buffer", ring, false, if ring { "BPF_MAP_TYPE_RINGBUF".into() } else { "absent: perf event arrays will be used".into() });
+    add(
+        "ring buffer",
+        ring,
+        false,
+        if ring { "BPF_MAP_TYPE_RINGBUF".into() } else { "absent: perf event arrays will be used".into() },
+    );
     let perf = is_map_supported(MapType::PerfEventArray).unwrap_or(false);
     add("perf event array", perf, !ring, format!("supported: {perf}"));
     add(
@@ -111,7 +116,11 @@ pub fn run(args: &CheckArgs) -> i32 {
                 if missing.is_empty() {
                     format!("all {total} available with the expected formats")
                 } else {
-                    format!("{} of {total} unusable, their events will be missing: {}", missing.len(), missing.join(", "))
+                    format!(
+                        "{} of {total} unusable, their events will be missing: {}",
+                        missing.len(),
+                        missing.join(", ")
+                    )
                 },
             );
         }
@@ -130,7 +139,18 @@ pub fn run(args: &CheckArgs) -> i32 {
         println!("{report}");
     } else {
         for i in &items {
-            println!("{:4} {:26} {}", if i.ok { "ok" } else if i.required { "FAIL" } else { "no" }, i.name, i.detail);
+            println!(
+                "{:4} {:26} {}",
+                if i.ok {
+                    "ok"
+                } else if i.required {
+                    "FAIL"
+                } else {
+                    "no"
+                },
+                i.name,
+                i.detail
+            );
         }
         if can_run {
             println!("shrike can run here");

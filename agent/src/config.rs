@@ -14,7 +14,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 5m, PT7M"))?;
+    let value: f64 =
+        num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 5m, PT7M"))?;
     let secs = match unit.trim() {
         "" | "s" | "sec" | "secs" => value,
         "ms" => value / 1000.0,
@@ -23,7 +24,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => value * 86400.0,
         other => return Err(format!("invalid duration unit {other:?} in {s:?}: use ms, s, m, h or d")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e10 {
+    if !secs.is_finite() || !(0.0..=1e10).contains(&secs) {
         return Err(format!("duration {s:?} out of range"));
     }
     Ok(Duration::from_secs_f64(secs))

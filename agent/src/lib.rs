@@ -36,8 +36,11 @@ pub const EXIT_CANNOT_RUN: i32 = 3;
 
 /// `shrike events`: every security event as a JSON line on stdout.
 pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
-    let wanted: BTreeSet<Kind> =
-        if args.kinds.is_empty() { Kind::ALL.into_iter().collect() } else { args.kinds.iter().copied().collect() };
+    let wanted: BTreeSet<Kind> = if args.kinds.is_empty() {
+        Kind::ALL.into_iter().collect()
+    } else {
+        args.kinds.iter().copied().collect()
+    };
     let opts = ProbeOptions {
         kinds: wanted.clone(),
         transport: args.probe.transport,
@@ -54,7 +57,8 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
     telemetry::spawn_kernel_log(&mut probes.ebpf, &mut tasks);
     let stats = Arc::new(ReaderStats::default());
     let (tx, mut rx) = mpsc::channel(1024);
-    let map = probes.ebpf.take_map(shrike_common::names::EVENTS).ok_or(probes::ProbeError::MissingMap("EVENTS"))?;
+    let map =
+        probes.ebpf.take_map(shrike_common::names::EVENTS).ok_or(probes::ProbeError::MissingMap("EVENTS"))?;
     reader::spawn(map, args.probe.perf_pages, Clock::now(), Arc::clone(&stats), tx, &mut tasks)?;
 
     let mut sink = output::JsonLines::new(std::io::stdout(), wanted, &args.probe.proc_root);

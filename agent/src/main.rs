@@ -7,7 +7,8 @@ fn main() {
     let code = match cli.command {
         Command::Check(args) => shrike::check::run(&args),
         Command::Events(args) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");
@@ -18,7 +19,11 @@ fn main() {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    if e.downcast_ref::<shrike::probes::ProbeError>().is_some() { shrike::EXIT_CANNOT_RUN } else { 1 }
+                    if e.downcast_ref::<shrike::probes::ProbeError>().is_some() {
+                        shrike::EXIT_CANNOT_RUN
+                    } else {
+                        1
+                    }
                 }
             }
         }

@@ -1,1 +1,185 @@
-fn main() {}
+//! `cargo xtask`: the project's tasks.
+//!
+//! - `cargo xtask run [--release] -- <agent args>`: build and run the agent as root.
+//! - `cargo xtask test`: unit tests, then the privileged integration tests.
+//! - `cargo xtask lint`: rustfmt check and clippy (-D warnings), kernel crate included.
+//! - `cargo xtask build [--release]`: build the agent (and its embedded eBPF objects).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus},
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the agent (the eBPF objects are built and embedded by its build script).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and run the agent as root; arguments after `--` go to the agent
+    /// (default: `events`, live security events as JSON lines).
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run all tests: unit tests, then the privileged integration tests
+    /// (real kernel, real logins) one at a time.
+    Test {
+        /// Extra arguments for the test binaries (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// rustfmt --check and clippy -D warnings on every crate, the kernel crate
+    /// built for bpfel-unknown-none with the nightly toolchain.
+    Lint,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(mut cmd: Command) -> anyhow::Result<()> {
+    let status: ExitStatus = cmd.status().with_context(|| format!("failed to start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Debian packages the integration tests drive for real: (binary, package).
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("/usr/bin/pamtester", "pamtester"),
+    ("/usr/sbin/sshd", "openssh-server"),
+    ("/usr/bin/ssh", "openssh-client"),
+    ("/usr/bin/sshpass", "sshpass"),
+    ("/usr/sbin/mosquitto", "mosquitto"),
+    ("/usr/bin/mosquitto_sub", "mosquitto-clients"),
+];
+
+/// Installs the packages the tests need when they are missing (Debian, as root).
+fn install_test_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> =
+        TEST_PACKAGES.iter().filter(|(bin, _)| !Path::new(bin).exists()).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() || !Path::new("/usr/bin/apt-get").exists() {
+        eprintln!("xtask: the integration tests need these packages: {}", missing.join(" "));
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    run(update)?;
+    let mut install = Command::new("apt-get");
+    install.args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing);
+    install.env("DEBIAN_FRONTEND", "noninteractive");
+    run(install)
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Build { release } => {
+            let mut c = cargo();
+            c.args(["build", "--package", "shrike"]);
+            if release {
+                c.arg("--release");
+            }
+            run(c)
+        }
+        Task::Run { release, args } => {
+            let mut c = cargo();
+            c.args(["build", "--package", "shrike"]);
+            if release {
+                c.arg("--release");
+            }
+            run(c)?;
+            let bin = root().join("target").join(if release { "release" } else { "debug" }).join("shrike");
+            let args = if args.is_empty() { vec!["events".to_owned()] } else { args };
+            let mut cmd = if is_root() {
+                Command::new(&bin)
+            } else {
+                eprintln!("xtask: the agent needs root (eBPF); running it with sudo");
+                let mut s = Command::new("sudo");
+                s.arg(&bin);
+                s
+            };
+            cmd.args(&args);
+            run(cmd)
+        }
+        Task::Test { args } => {
+            install_test_packages()?;
+            let mut unit = cargo();
+            unit.args(["test", "--workspace", "--exclude", "shrike-tests", "--all-features", "--"])
+                .args(&args);
+            run(unit)?;
+            if !is_root() {
+                eprintln!("xtask: the integration tests need root; running them with sudo");
+            }
+            let mut it = cargo();
+            it.args(["test", "--package", "shrike-tests", "--", "--test-threads=1", "--nocapture"])
+                .args(&args);
+            if !is_root() {
+                let mut s = Command::new("sudo");
+                s.arg("-E").arg(it.get_program()).args(it.get_args()).current_dir(root());
+                it = s;
+            }
+            run(it)
+        }
+        Task::Lint => {
+            let mut fmt = cargo();
+            fmt.args(["fmt", "--all", "--check"]);
+            run(fmt)?;
+            let mut clippy = cargo();
+            clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
+            run(clippy)?;
+            // The kernel crate, for its real target, with both transports.
+            for features in ["ringbuf", "perf"] {
+                let mut k = Command::new("rustup");
+                k.current_dir(root())
+                    .args(["run", "nightly", "cargo", "clippy", "--package", "shrike-ebpf"])
+                    .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--release"])
+                    .args(["--no-default-features", "--features", features])
+                    .args(["--target-dir", "target/ebpf-clippy", "--", "-D", "warnings"])
+                    .env(
+                        "CARGO_ENCODED_RUSTFLAGS",
+                        format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
+                    );
+                for var in ["RUSTC", "RUSTC_WORKSPACE_WRAPPER", "RUSTFLAGS", "CARGO"] {
+                    k.env_remove(var);
+                }
+                run(k)?;
+            }
+            Ok(())
+        }
+    }
+}

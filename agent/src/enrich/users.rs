@@ -54,7 +54,9 @@ mod tests {
 
     #[test]
     fn parses_passwd_and_skips_junk() {
-        let m = parse_passwd("root:x:0:0:root:/root:/bin/bash\n# c\nbad line\nbob:x:1000:1000::/home/bob:/bin/sh\n");
+        let m = parse_passwd(
+            "root:x:0:0:root:/root:/bin/bash\n# c\nbad line\nbob:x:1000:1000::/home/bob:/bin/sh\n",
+        );
         assert_eq!(m.get(&0).map(String::as_str), Some("root"));
         assert_eq!(m.get(&1000).map(String::as_str), Some("bob"));
         assert_eq!(m.len(), 2);

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use shrike_common::{
-    ExecRecord, ExitRecord, ForkRecord, Header, LoginRecord, PrivRecord, SockRecord, exec_flags,
-    kind, priv_call, sock_flags,
+    ExecRecord, ExitRecord, ForkRecord, Header, LoginRecord, PrivRecord, SockRecord, exec_flags, kind,
+    priv_call, sock_flags,
 };
 
 use super::{
@@ -252,8 +252,7 @@ mod tests {
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a POD record.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
     }
 
     fn header(kind: u32) -> Header {

@@ -52,7 +52,8 @@ fn handle(buf: &[u8], clock: &Clock, stats: &ReaderStats, batch: &mut Batch) {
 pub fn register<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
     // SAFETY: AsyncFd owns `inner`, and with it the file descriptor, which stays
     // open until the AsyncFd (and so its registration) is dropped.
-    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }.map_err(std::io::Error::from)
+    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)
 }
 
 /// Spawns the reader task(s) for the EVENTS map.

@@ -34,17 +34,17 @@ const fn tp(
     kinds: &'static [Kind],
     fields: &'static [(&'static str, usize)],
 ) -> ProbeSpec {
-    ProbeSpec {
-        program,
-        hook: Hook::Tracepoint { category, name: program },
-        kinds,
-        fields,
-        optional: false,
-    }
+    ProbeSpec { program, hook: Hook::Tracepoint { category, name: program }, kinds, fields, optional: false }
 }
 
 const fn pam(program: &'static str, symbol: &'static str, ret: bool) -> ProbeSpec {
-    ProbeSpec { program, hook: Hook::Pam { symbol, ret }, kinds: &[Kind::Login], fields: &[], optional: false }
+    ProbeSpec {
+        program,
+        hook: Hook::Pam { symbol, ret },
+        kinds: &[Kind::Login],
+        fields: &[],
+        optional: false,
+    }
 }
 
 const EXEC: &[Kind] = &[Kind::Exec];

@@ -107,9 +107,7 @@ pub fn ensure_tracefs() -> Result<PathBuf, ProbeError> {
     let fstype = std::ffi::CString::new("tracefs").expect("static");
     let source = std::ffi::CString::new("nodev").expect("static");
     // SAFETY: all pointers are valid NUL-terminated strings; data is null.
-    let r = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
-    };
+    let r = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if r != 0 {
         return Err(ProbeError::Tracefs(std::io::Error::last_os_error()));
     }
@@ -121,10 +119,15 @@ pub fn ringbuf_supported() -> bool {
     aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false)
 }
 
-fn permission_or(e: impl std::fmt::Display + std::fmt::Debug, f: impl FnOnce(String) -> ProbeError) -> ProbeError {
+fn permission_or(
+    e: impl std::fmt::Display + std::fmt::Debug,
+    f: impl FnOnce(String) -> ProbeError,
+) -> ProbeError {
     let text = e.to_string();
     let lower = format!("{e:?}").to_lowercase();
-    if lower.contains("permission denied") || lower.contains("operation not permitted") || lower.contains("eperm")
+    if lower.contains("permission denied")
+        || lower.contains("operation not permitted")
+        || lower.contains("eperm")
     {
         ProbeError::Permission(text)
     } else {
@@ -182,7 +185,8 @@ pub fn load(opts: &ProbeOptions) -> Result<Probes, ProbeError> {
         if !spec.kinds.iter().any(|k| collect.contains(k)) {
             continue;
         }
-        let (attach, result) = attach_one(&mut ebpf, &spec, &tracefs, libpam.as_deref(), &mut loaded, &mut formats);
+        let (attach, result) =
+            attach_one(&mut ebpf, &spec, &tracefs, libpam.as_deref(), &mut loaded, &mut formats);
         match &result {
             Ok(()) => tracing::debug!(program = spec.program, %attach, "attached"),
             Err(reason) if spec.optional => {
