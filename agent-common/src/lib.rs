@@ -4,7 +4,12 @@
 //! implicit padding (checked by the `const` assertions below) and use only integer
 //! and byte-array fields, so any byte pattern is a valid value: userspace decodes
 //! them with unaligned reads and never trusts the contents.
-#![no_std]
+// no_std for the kernel crate; the `schema` feature (the security message SDK)
+// is userspace-only and needs std.
+#![cfg_attr(not(feature = "schema"), no_std)]
+
+#[cfg(feature = "schema")]
+pub mod schema;
 
 /// Stable numeric record kinds. Never renumber: they are part of the wire format
 /// between the kernel object and the agent, and index the per-kind lost counters.
@@ -226,6 +231,12 @@ pub struct Config {
     pub max_args: u32,
     /// Bytes per argument including the NUL (2..=MAX_ARG_LEN).
     pub max_arg_len: u32,
+    /// Ring buffer: bitmask of kinds (`1 << kind`) whose records wake the
+    /// reader at once; other records wake it only once `wake_bytes` are waiting
+    /// (the reader also polls on a short timer). A wakeup is an interrupt
+    /// (irq_work) that costs microseconds, a virtual machine far more.
+    pub wake_kinds: u32,
+    pub wake_bytes: u32,
     pub _reserved: u32,
 }
 
@@ -246,11 +257,10 @@ const _: () = {
     assert!(size_of::<ForkRecord>() == 56);
     assert!(size_of::<SockRecord>() == 48 + 8 + 8 + 8 + 32);
     assert!(
-        size_of::<LoginRecord>()
-            == 48 + 8 + PAM_SERVICE_LEN + PAM_USER_LEN + PAM_RHOST_LEN + PAM_TTY_LEN
+        size_of::<LoginRecord>() == 48 + 8 + PAM_SERVICE_LEN + PAM_USER_LEN + PAM_RHOST_LEN + PAM_TTY_LEN
     );
     assert!(size_of::<PrivRecord>() == 48 + 8 + 8 + 12 + 4 + 24);
-    assert!(size_of::<Config>() == 16);
+    assert!(size_of::<Config>() == 24);
 };
 
 #[cfg(feature = "user")]

@@ -40,6 +40,25 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: u32, data: *const u8, len: usize) {
     }
 }
 
+/// Ring buffer wakeup policy (see `Config::wake_kinds`): wake the reader for
+/// urgent kinds and when enough data waits; otherwise let its timer collect.
+#[cfg(not(feature = "perf"))]
+#[inline(always)]
+fn wake_flags(kind: u32) -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    let Some(cfg) = crate::CONFIG.get(0) else { return 0 };
+    if cfg.wake_kinds & (1 << (kind & 31)) != 0 {
+        return 0; // the kernel's adaptive wakeup
+    }
+    let avail = unsafe {
+        aya_ebpf::helpers::generated::bpf_ringbuf_query(
+            core::ptr::addr_of!(EVENTS) as *mut c_void,
+            BPF_RB_AVAIL_DATA as u64,
+        )
+    };
+    if avail >= cfg.wake_bytes as u64 { BPF_RB_FORCE_WAKEUP as u64 } else { BPF_RB_NO_WAKEUP as u64 }
+}
+
 /// Emits a fixed-size record that lives on the stack.
 #[inline(always)]
 pub fn emit_value<C: EbpfContext, T>(ctx: &C, kind: u32, value: &T) {

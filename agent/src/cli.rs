@@ -51,6 +51,16 @@ pub struct ProbeArgs {
     /// Ring buffer size in bytes (a power of two, a multiple of the page size).
     #[arg(long, default_value_t = 16 << 20, value_parser = parse_ring_size)]
     pub ring_size: u32,
+    /// How often the reader collects records that did not wake it.
+    #[arg(long, default_value = "20ms", value_parser = crate::config::parse_duration)]
+    pub poll_interval: std::time::Duration,
+    /// Waiting bytes in the ring buffer that wake the reader before its timer
+    /// (default: an eighth of the ring).
+    #[arg(long)]
+    pub wake_bytes: Option<u32>,
+    /// Kinds that wake the reader at once, for the lowest latency.
+    #[arg(long, value_delimiter = ',', value_parser = parse_kind, default_value = "login,privilege")]
+    pub wake_kinds: Vec<Kind>,
     /// Pages per CPU of each perf buffer (a power of two).
     #[arg(long, default_value_t = 256, value_parser = parse_pages)]
     pub perf_pages: usize,

@@ -47,6 +47,8 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
         ring_bytes: args.probe.ring_size,
         max_args: args.probe.max_args,
         max_arg_len: args.probe.max_arg_len,
+        wake_kinds: args.probe.wake_kinds.iter().copied().collect(),
+        wake_bytes: args.probe.wake_bytes.unwrap_or(args.probe.ring_size / 8),
         libpam: args.probe.libpam.clone(),
     };
     let mut probes = probes::load(&opts)?;
@@ -59,7 +61,15 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(1024);
     let map =
         probes.ebpf.take_map(shrike_common::names::EVENTS).ok_or(probes::ProbeError::MissingMap("EVENTS"))?;
-    reader::spawn(map, args.probe.perf_pages, Clock::now(), Arc::clone(&stats), tx, &mut tasks)?;
+    reader::spawn(
+        map,
+        args.probe.perf_pages,
+        args.probe.poll_interval,
+        Clock::now(),
+        Arc::clone(&stats),
+        tx,
+        &mut tasks,
+    )?;
 
     let mut sink = output::JsonLines::new(std::io::stdout(), wanted, &args.probe.proc_root);
     tracing::info!(

@@ -60,6 +60,7 @@ pub fn register<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>
 pub fn spawn(
     map: Map,
     perf_pages: usize,
+    poll: std::time::Duration,
     clock: Clock,
     stats: Arc<ReaderStats>,
     tx: mpsc::Sender<Batch>,
@@ -68,7 +69,7 @@ pub fn spawn(
     match map {
         Map::RingBuf(_) => {
             let ring = RingBuf::try_from(map)?;
-            tasks.spawn(read_ring(ring, clock, stats, tx));
+            tasks.spawn(read_ring(ring, poll, clock, stats, tx));
         }
         Map::PerfEventArray(_) => {
             let mut perf = PerfEventArray::try_from(map)?;
@@ -83,19 +84,29 @@ pub fn spawn(
     Ok(())
 }
 
+/// The kernel wakes this reader only for urgent kinds or a filling buffer
+/// (`Config::wake_kinds`): it also drains on a `poll` timer.
 async fn read_ring(
     ring: RingBuf<MapData>,
+    poll: std::time::Duration,
     clock: Clock,
     stats: Arc<ReaderStats>,
     tx: mpsc::Sender<Batch>,
 ) -> anyhow::Result<()> {
     let mut fd = register(ring)?;
+    let mut ticker = tokio::time::interval(poll);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut guard = fd.readable_mut().await?;
+        tokio::select! {
+            // Readiness is cleared before draining: a record arriving meanwhile
+            // is drained now and only costs a spurious wakeup later.
+            g = fd.readable_mut() => g?.clear_ready(),
+            _ = ticker.tick() => {}
+        }
         loop {
             let mut batch = Vec::with_capacity(BATCH);
             {
-                let ring = guard.get_inner_mut();
+                let ring = fd.get_mut();
                 while batch.len() < BATCH {
                     let Some(item) = ring.next() else { break };
                     handle(&item, &clock, &stats, &mut batch);
@@ -109,7 +120,6 @@ async fn read_ring(
                 break;
             }
         }
-        guard.clear_ready();
     }
 }
 

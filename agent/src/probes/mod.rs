@@ -59,6 +59,10 @@ pub struct ProbeOptions {
     pub ring_bytes: u32,
     pub max_args: u32,
     pub max_arg_len: u32,
+    /// Kinds whose records wake the reader at once (ring buffer).
+    pub wake_kinds: BTreeSet<Kind>,
+    /// Bytes waiting in the ring buffer that wake the reader.
+    pub wake_bytes: u32,
     /// libpam to attach the login probes to; found with ldconfig when None.
     pub libpam: Option<PathBuf>,
 }
@@ -156,6 +160,8 @@ pub fn load(opts: &ProbeOptions) -> Result<Probes, ProbeError> {
         agent_tgid: std::process::id(),
         max_args: opts.max_args,
         max_arg_len: opts.max_arg_len,
+        wake_kinds: opts.wake_kinds.iter().fold(0, |m, k| m | (1 << k.raw())),
+        wake_bytes: opts.wake_bytes,
         _reserved: 0,
     };
     let mut cfg: Array<_, Config> = ebpf
