@@ -27,7 +27,13 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-fn effective_caps() -> u64 {
+/// True when `caps` (CapEff) allow loading and attaching the probes.
+pub fn privileged(caps: u64) -> bool {
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+pub fn effective_caps() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -49,7 +55,7 @@ pub fn run(args: &CheckArgs) -> i32 {
 
     let caps = effective_caps();
     let has = |c: u32| caps & (1u64 << c) != 0;
-    let privileged = has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON));
+    let privileged = privileged(caps);
     add(
         "privileges",
         privileged,

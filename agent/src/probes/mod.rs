@@ -140,6 +140,12 @@ fn permission_or(
 }
 
 pub fn load(opts: &ProbeOptions) -> Result<Probes, ProbeError> {
+    let caps = crate::check::effective_caps();
+    if !crate::check::privileged(caps) {
+        return Err(ProbeError::Permission(format!(
+            "effective capabilities {caps:#x} lack CAP_BPF+CAP_PERFMON and CAP_SYS_ADMIN"
+        )));
+    }
     let tracefs = ensure_tracefs()?;
     let transport = match opts.transport {
         Transport::Auto if ringbuf_supported() => Transport::Ringbuf,
