@@ -8,6 +8,7 @@ pub mod enrich;
 pub mod events;
 pub mod output;
 pub mod probes;
+pub mod publish;
 pub mod telemetry;
 
 /// `shrike --version`: the workspace version and the git commit it was built from.

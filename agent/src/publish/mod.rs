@@ -1,0 +1,3 @@
+//! Delivering security messages: the on-disk spool, the MQTT publisher.
+
+pub mod spool;
