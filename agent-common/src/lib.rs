@@ -4,6 +4,9 @@
 //! implicit padding (checked by the `const` assertions below) and use only integer
 //! and byte-array fields, so any byte pattern is a valid value: userspace decodes
 //! them with unaligned reads and never trusts the contents.
+//!
+//! With the `schema` feature (userspace only), the `schema` module is the security
+//! message SDK: the message types, their JSON, and a size-bounded builder.
 // no_std for the kernel crate; the `schema` feature (the security message SDK)
 // is userspace-only and needs std.
 #![cfg_attr(not(feature = "schema"), no_std)]

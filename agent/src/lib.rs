@@ -1,11 +1,13 @@
 //! Shrike, the agent: loads the kernel probes, reads and decodes their records,
 //! enriches them, and reports security events.
 
+pub mod aggregate;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod enrich;
 pub mod events;
+pub mod message;
 pub mod output;
 pub mod probes;
 pub mod publish;

@@ -42,7 +42,8 @@ pub fn escape(mut bytes: &[u8]) -> String {
 
 /// Splits a buffer of NUL-terminated strings (argv as the kernel captured it).
 pub fn split_args(buf: &[u8], argc: usize) -> Vec<String> {
-    let mut args = Vec::with_capacity(argc);
+    // argc comes from the kernel record: never trust it for an allocation.
+    let mut args = Vec::with_capacity(argc.min(buf.len() + 1).min(64));
     let mut rest = buf;
     while args.len() < argc && !rest.is_empty() {
         let arg = until_nul(rest);

@@ -1,3 +1,4 @@
 //! Delivering security messages: the on-disk spool, the MQTT publisher.
 
+pub mod azure;
 pub mod spool;

@@ -1,0 +1,218 @@
+//! Event aggregation, as the Azure IoT security agents do it: many hits of the
+//! same thing become one event with one payload item, whose `ExtraDetails` say
+//! how many hits there were and over which period. Fields that differ between
+//! the hits are zeroed.
+//!
+//! Which hits belong together (the aggregation key) is the caller's choice;
+//! [`Aggregate`] only refuses to merge hits whose enumerated fields
+//! (`Direction`, `Result`, `Severity`...) differ, since no zero value exists
+//! for them.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use chrono::{DateTime, FixedOffset, Utc};
+
+use super::{Event, ExtraDetails, PayloadItem, Uuid, event};
+
+/// `ExtraDetails` key: number of merged hits.
+pub const HIT_COUNT: &str = "HitCount";
+/// `ExtraDetails` key: local time of the first hit (RFC 3339).
+pub const START_TIME_LOCAL: &str = "StartTimeLocal";
+/// `ExtraDetails` key: UTC time of the first hit.
+pub const START_TIME_UTC: &str = "StartTimeUtc";
+/// `ExtraDetails` key: local time of the last hit.
+pub const END_TIME_LOCAL: &str = "EndTimeLocal";
+/// `ExtraDetails` key: UTC time of the last hit.
+pub const END_TIME_UTC: &str = "EndTimeUtc";
+
+/// Field-wise merge of two hits: `self` keeps what both share, and a field
+/// whose values differ becomes its zero: `0` for numbers, `"0"` for text that
+/// both hits wrote as an integer (ids, ports), `""` for other text, the
+/// unspecified address (`0.0.0.0`, `::`) for addresses, `None` for optional
+/// fields. Returns `false` when the two cannot be merged (an enumerated field
+/// differs); `self` may then be partly merged, so merge into a copy.
+pub trait Merge {
+    fn merge(&mut self, other: &Self) -> bool;
+}
+
+macro_rules! merge_numbers {
+    ($($t:ty),*) => {
+        $(impl Merge for $t {
+            fn merge(&mut self, other: &Self) -> bool {
+                if self != other {
+                    *self = 0;
+                }
+                true
+            }
+        })*
+    };
+}
+merge_numbers!(u16, u32, u64, i32, i64);
+
+impl Merge for String {
+    fn merge(&mut self, other: &Self) -> bool {
+        if self != other {
+            *self = zero_text(self, Some(other));
+        }
+        true
+    }
+}
+
+/// The zero of a text field: "0" when it is a number, else "".
+fn zero_text(a: &str, b: Option<&str>) -> String {
+    let numeric = |s: &str| s.parse::<i64>().is_ok();
+    if numeric(a) && b.is_none_or(numeric) { "0".into() } else { String::new() }
+}
+
+impl Merge for bool {
+    fn merge(&mut self, other: &Self) -> bool {
+        self == other
+    }
+}
+
+impl Merge for IpAddr {
+    fn merge(&mut self, other: &Self) -> bool {
+        if self != other {
+            *self = match self {
+                IpAddr::V6(_) if other.is_ipv6() => Ipv6Addr::UNSPECIFIED.into(),
+                _ => Ipv4Addr::UNSPECIFIED.into(),
+            };
+        }
+        true
+    }
+}
+
+impl Merge for Uuid {
+    fn merge(&mut self, other: &Self) -> bool {
+        if self != other {
+            *self = Uuid::nil();
+        }
+        true
+    }
+}
+
+impl<T: Merge> Merge for Option<T> {
+    fn merge(&mut self, other: &Self) -> bool {
+        match (self.as_mut(), other) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, None) => true,
+            _ => {
+                *self = None;
+                true
+            }
+        }
+    }
+}
+
+/// Entries present in both with the same value stay; the others are zeroed
+/// (a key present in one hit only is kept, with a zero value).
+impl Merge for ExtraDetails {
+    fn merge(&mut self, other: &Self) -> bool {
+        for (key, value) in self.iter_mut() {
+            match other.get(key) {
+                Some(v) if v == value => {}
+                Some(v) => *value = zero_text(value, Some(v)),
+                None => *value = zero_text(value, None),
+            }
+        }
+        for (key, value) in other {
+            if !self.contains_key(key) {
+                self.insert(key.clone(), zero_text(value, None));
+            }
+        }
+        true
+    }
+}
+
+/// Why a hit could not be added to an [`Aggregate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AggregateError {
+    /// The hits differ in an enumerated field (Direction, Result...).
+    Incompatible,
+}
+
+impl std::fmt::Display for AggregateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AggregateError::Incompatible => f.write_str(
+                "cannot aggregate hits whose enumerated fields (Direction, Result, Severity...) differ",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AggregateError {}
+
+/// Hits of one thing being merged into one payload item.
+///
+/// ```
+/// use shrike_common::schema::{Aggregate, ProcessTerminate, chrono::{TimeZone, Utc}};
+/// let hit = |pid| ProcessTerminate {
+///     executable: "/usr/bin/true".into(), process_id: pid, exit_status: 0, extra_details: Default::default(),
+/// };
+/// let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+/// let mut agg = Aggregate::new(hit(10), t0);
+/// agg.add(&hit(11), t0 + chrono::Duration::seconds(5)).unwrap();
+/// let event = agg.into_event();
+/// assert_eq!(event.payload.len(), 1); // one item: ProcessId 0, ExtraDetails.HitCount "2"
+/// ```
+#[derive(Clone, Debug)]
+pub struct Aggregate<T: PayloadItem> {
+    item: T,
+    hits: u64,
+    start: (DateTime<FixedOffset>, DateTime<Utc>),
+    end: (DateTime<FixedOffset>, DateTime<Utc>),
+}
+
+impl<T: PayloadItem> Aggregate<T> {
+    /// The first hit, seen at `at` (local time: the system's time zone).
+    pub fn new(item: T, at: DateTime<Utc>) -> Self {
+        let stamp = (event::local_time(at), at);
+        Aggregate { item, hits: 1, start: stamp, end: stamp }
+    }
+
+    /// One more hit. On error nothing changes.
+    pub fn add(&mut self, item: &T, at: DateTime<Utc>) -> Result<(), AggregateError> {
+        let mut merged = self.item.clone();
+        if !merged.merge(item) {
+            return Err(AggregateError::Incompatible);
+        }
+        self.item = merged;
+        self.hits += 1;
+        if at < self.start.1 {
+            self.start = (event::local_time(at), at);
+        }
+        if at > self.end.1 {
+            self.end = (event::local_time(at), at);
+        }
+        Ok(())
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+
+    /// The merged item so far (without the aggregation keys).
+    pub fn item(&self) -> &T {
+        &self.item
+    }
+
+    /// The merged item with `HitCount`, `StartTime*` and `EndTime*` in its
+    /// `ExtraDetails`.
+    pub fn into_item(self) -> T {
+        let mut item = self.item;
+        let extra: &mut ExtraDetails = item.extra_details_mut();
+        extra.insert(HIT_COUNT.into(), self.hits.to_string());
+        extra.insert(START_TIME_LOCAL.into(), event::format_local(&self.start.0));
+        extra.insert(START_TIME_UTC.into(), event::format_utc(&self.start.1));
+        extra.insert(END_TIME_LOCAL.into(), event::format_local(&self.end.0));
+        extra.insert(END_TIME_UTC.into(), event::format_utc(&self.end.1));
+        item
+    }
+
+    /// The aggregated event: a fresh event (new Id, stamped now) whose payload
+    /// is the one merged item.
+    pub fn into_event(self) -> Event {
+        Event::new(T::into_payload(vec![self.into_item()]))
+    }
+}
