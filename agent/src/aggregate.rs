@@ -6,19 +6,64 @@
 //! user + remote host + step + result. Fields that differ between merged hits
 //! (pid, tid, ports chosen by the kernel...) are zeroed in the aggregate.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use crate::events::{Body, Event, Kind};
+use chrono::{DateTime, Utc};
+use shrike_common::schema as sm;
 
-/// One aggregated event: the first hit with its varying fields zeroed.
+use crate::{
+    events::{Body, Event, Kind},
+    message,
+};
+
+/// A payload item being merged, of one of the kinds events map to.
 #[derive(Clone, Debug)]
-pub struct Aggregate {
-    pub event: Event,
-    pub hits: u64,
-    /// Wall-clock times (RFC 3339) of the first and last hit.
-    pub first_time: String,
-    pub last_time: String,
+enum Merging {
+    ProcessCreate(sm::Aggregate<sm::ProcessCreate>),
+    ProcessTerminate(sm::Aggregate<sm::ProcessTerminate>),
+    ConnectionCreate(sm::Aggregate<sm::ConnectionCreate>),
+    Login(sm::Aggregate<sm::Login>),
+    PrivilegeChange(sm::Aggregate<sm::PrivilegeChange>),
 }
+
+macro_rules! merging {
+    ($($kind:ident),*) => {
+        impl Merging {
+            fn new(payload: sm::Payload, at: DateTime<Utc>) -> Option<Merging> {
+                match payload {
+                    $(sm::Payload::$kind(mut items) if items.len() == 1 => {
+                        Some(Merging::$kind(sm::Aggregate::new(items.remove(0), at)))
+                    })*
+                    _ => None,
+                }
+            }
+
+            /// Adds a hit; false when it cannot merge (a field with no zero value differs).
+            fn add(&mut self, payload: &sm::Payload, at: DateTime<Utc>) -> bool {
+                match (self, payload) {
+                    $((Merging::$kind(agg), sm::Payload::$kind(items)) if items.len() == 1 => {
+                        agg.add(&items[0], at).is_ok()
+                    })*
+                    _ => false,
+                }
+            }
+
+            fn hits(&self) -> u64 {
+                match self {
+                    $(Merging::$kind(agg) => agg.hits(),)*
+                }
+            }
+
+            fn into_event(self) -> sm::Event {
+                match self {
+                    $(Merging::$kind(agg) => agg.into_event(),)*
+                }
+            }
+        }
+    };
+}
+
+merging!(ProcessCreate, ProcessTerminate, ConnectionCreate, Login, PrivilegeChange);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
@@ -55,72 +100,68 @@ fn key(ev: &Event) -> Key {
     Key { kind: ev.kind(), parts }
 }
 
-/// Zeroes what differs between merged hits.
-fn zero_varying(ev: &mut Event) {
-    ev.pid = 0;
-    ev.tid = 0;
-    ev.ppid = ev.ppid.map(|_| 0);
-    ev.ktime_ns = 0;
-    match &mut ev.body {
-        Body::Fork(f) => f.child_pid = 0,
-        Body::Connect(s) => {
-            s.local_port = s.local_port.map(|_| 0);
-            s.fd = 0;
-        }
-        Body::Accept(s) => {
-            s.remote_port = s.remote_port.map(|_| 0);
-            s.fd = 0;
-            s.result = 0;
-        }
-        Body::Listen(s) | Body::Bind(s) => s.fd = 0,
-        _ => {}
-    }
-}
-
+/// Merges identical events of one interval into aggregated security message
+/// events (the Azure agents' form: one payload item, `HitCount` and start/end
+/// times in `ExtraDetails`, differing fields zeroed).
 pub struct Aggregator {
-    kinds: BTreeSet<Kind>,
-    open: HashMap<Key, Aggregate>,
+    open: HashMap<Key, Merging>,
     /// Bound on distinct keys held; past it, events pass through unaggregated
     /// rather than growing memory without limit.
     max_keys: usize,
+    /// Events taken in (hits), for the agent's statistics.
+    hits: u64,
+}
+
+/// What [`Aggregator::push`] did with an event.
+pub enum Pushed {
+    /// Merged into an aggregate (reported at the next flush).
+    Merged,
+    /// Not aggregated: send it as it is.
+    Single(sm::Event),
+    /// Kinds with no security message (fork, listen, bind).
+    Unmapped,
 }
 
 impl Aggregator {
-    /// Aggregates events of `kinds`; the rest pass through.
-    pub fn new(kinds: BTreeSet<Kind>, max_keys: usize) -> Aggregator {
-        Aggregator { kinds, open: HashMap::new(), max_keys }
+    pub fn new(max_keys: usize) -> Aggregator {
+        Aggregator { open: HashMap::new(), max_keys, hits: 0 }
     }
 
-    /// Takes an event; returns it back when it is not aggregated.
-    pub fn push(&mut self, ev: Event) -> Option<Event> {
-        if !self.kinds.contains(&ev.kind()) {
-            return Some(ev);
-        }
-        let k = key(&ev);
-        if let Some(a) = self.open.get_mut(&k) {
-            a.hits += 1;
-            a.last_time = ev.time;
-            return None;
+    pub fn push(&mut self, ev: &Event) -> Pushed {
+        let Some(payload) = message::to_payload(ev) else { return Pushed::Unmapped };
+        let at = message::time_of(ev);
+        let k = key(ev);
+        if let Some(m) = self.open.get_mut(&k) {
+            if m.add(&payload, at) {
+                self.hits += 1;
+                return Pushed::Merged;
+            }
+            return Pushed::Single(sm::Event::at(at, payload));
         }
         if self.open.len() >= self.max_keys {
-            return Some(ev);
+            return Pushed::Single(sm::Event::at(at, payload));
         }
-        let first = ev.time.clone();
-        let mut event = ev;
-        zero_varying(&mut event);
-        self.open.insert(k, Aggregate { event, hits: 1, last_time: first.clone(), first_time: first });
-        None
+        match Merging::new(payload.clone(), at) {
+            Some(m) => {
+                self.hits += 1;
+                self.open.insert(k, m);
+                Pushed::Merged
+            }
+            None => Pushed::Single(sm::Event::at(at, payload)),
+        }
     }
 
-    /// Ends the interval: every aggregate, oldest first.
-    pub fn flush(&mut self) -> Vec<Aggregate> {
-        let mut out: Vec<Aggregate> = self.open.drain().map(|(_, a)| a).collect();
-        out.sort_by(|a, b| a.first_time.cmp(&b.first_time));
-        out
+    /// Ends the interval: one event per distinct key, with its hit count.
+    pub fn flush(&mut self) -> Vec<(u64, sm::Event)> {
+        self.open.drain().map(|(_, m)| (m.hits(), m.into_event())).collect()
     }
 
     pub fn pending(&self) -> usize {
         self.open.len()
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits
     }
 }
 
@@ -159,26 +200,33 @@ mod tests {
 
     #[test]
     fn identical_execs_merge_with_counts_and_times() {
-        let mut a = Aggregator::new([Kind::Exec].into_iter().collect(), 100);
+        let mut a = Aggregator::new(100);
         for i in 0..1000 {
-            assert!(a.push(exec(100 + i, &format!("t{i:04}"), &["true", "x"])).is_none());
+            let t = format!("2026-12-02T00:00:{:02}.{:03}Z", i / 100, i % 1000);
+            assert!(matches!(a.push(&exec(100 + i, &t, &["true", "x"])), Pushed::Merged));
         }
-        assert!(a.push(exec(5, "t9999", &["true", "other"])).is_none());
+        assert!(matches!(a.push(&exec(5, "2026-12-02T00:00:30Z", &["true", "other"])), Pushed::Merged));
         let out = a.flush();
         assert_eq!(out.len(), 2);
-        assert_eq!(out.iter().map(|a| a.hits).sum::<u64>(), 1001);
-        let big = out.iter().find(|a| a.hits == 1000).unwrap();
-        assert_eq!((big.first_time.as_str(), big.last_time.as_str()), ("t0000", "t0999"));
-        assert_eq!(big.event.pid, 0, "differing pid zeroed");
+        assert_eq!(out.iter().map(|(h, _)| h).sum::<u64>(), 1001);
+        let (_, big) = out.iter().find(|(h, _)| *h == 1000).unwrap();
+        let json = serde_json::to_value(big).unwrap();
+        let item = &json["Payload"][0];
+        assert_eq!(item["ExtraDetails"]["HitCount"], "1000");
+        assert_eq!(item["ExtraDetails"]["StartTimeUtc"], "2026-12-02T00:00:00.000Z");
+        assert_eq!(item["ExtraDetails"]["EndTimeUtc"], "2026-12-02T00:00:09.999Z");
+        assert_eq!(item["ProcessId"], 0, "differing pid zeroed");
         assert_eq!(a.pending(), 0);
     }
 
     #[test]
-    fn other_kinds_and_overflow_pass_through() {
-        let mut a = Aggregator::new([Kind::Connect].into_iter().collect(), 1);
-        assert!(a.push(exec(1, "t", &["a"])).is_some(), "exec not aggregated");
+    fn unmapped_kinds_and_overflow_pass_through() {
+        let mut a = Aggregator::new(1);
+        let mut fork = exec(1, "2026-12-02T00:00:00Z", &[]);
+        fork.body = Body::Fork(crate::events::Fork { child_pid: 2 });
+        assert!(matches!(a.push(&fork), Pushed::Unmapped));
         let conn = |port| {
-            let mut e = exec(1, "t", &[]);
+            let mut e = exec(1, "2026-12-02T00:00:00Z", &[]);
             e.body = Body::Connect(Sock {
                 protocol: "tcp",
                 family: "ipv4",
@@ -193,12 +241,10 @@ mod tests {
             });
             e
         };
-        assert!(a.push(conn(443)).is_none());
-        assert!(a.push(conn(443)).is_none());
-        assert!(a.push(conn(80)).is_some(), "key limit reached: passes through");
+        assert!(matches!(a.push(&conn(443)), Pushed::Merged));
+        assert!(matches!(a.push(&conn(443)), Pushed::Merged));
+        assert!(matches!(a.push(&conn(80)), Pushed::Single(_)), "key limit reached: passes through");
         let out = a.flush();
-        assert_eq!(out[0].hits, 2);
-        let Body::Connect(s) = &out[0].event.body else { panic!() };
-        assert_eq!(s.local_port, Some(0));
+        assert_eq!(out[0].0, 2);
     }
 }

@@ -21,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Print every security event as one JSON object per line on stdout.
     Events(EventsArgs),
+    /// The daemon: security messages to an MQTT broker or Azure IoT Hub, with
+    /// aggregation, priority batching and an on-disk spool.
+    Run(Box<RunArgs>),
     /// Preflight: what this kernel and machine support; exits non-zero when the
     /// agent cannot run here.
     Check(CheckArgs),
@@ -109,4 +112,78 @@ fn parse_pages(s: &str) -> Result<usize, String> {
         return Err(format!("{n} is not a power of two"));
     }
     Ok(n)
+}
+
+/// `shrike run`. Every setting can also be in the TOML file given with
+/// `--config` (same names, `-` as `_`; `[priority]` and `[aggregation]` tables
+/// per kind); flags override the file. Defaults: see `config::RunSettings`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// TOML config file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where to publish: mqtt://HOST:PORT, mqtts://HOST:PORT (TLS) or azure
+    /// (with --connection-string-file).
+    #[arg(long)]
+    pub hub: Option<String>,
+    /// Azure IoT Hub device or module connection string, in a file (kept off
+    /// the command line: it holds the key).
+    #[arg(long)]
+    pub connection_string_file: Option<PathBuf>,
+    /// MQTT client id (generic brokers; default: the host name).
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Topic for generic brokers; `{client_id}` is replaced.
+    #[arg(long)]
+    pub topic: Option<String>,
+    #[arg(long)]
+    pub username: Option<String>,
+    /// File holding the MQTT password.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the MQTT password.
+    #[arg(long)]
+    pub password_env: Option<String>,
+    /// CA certificates (PEM) to verify the broker with (mqtts).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[arg(long)]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub client_key: Option<PathBuf>,
+    #[arg(long)]
+    pub keep_alive: Option<String>,
+    /// Spool directory (messages wait here until the broker acknowledges them).
+    #[arg(long)]
+    pub spool_dir: Option<PathBuf>,
+    /// Spool capacity in bytes.
+    #[arg(long)]
+    pub spool_size: Option<u64>,
+    /// Latency of high-priority events (1s, PT1S...).
+    #[arg(long)]
+    pub high_interval: Option<String>,
+    /// Batching interval of low-priority events.
+    #[arg(long)]
+    pub low_interval: Option<String>,
+    /// Default aggregation interval of every kind.
+    #[arg(long)]
+    pub aggregate_interval: Option<String>,
+    /// KIND=high|low|off (repeatable). Off kinds are not collected at all.
+    #[arg(long = "priority", value_parser = crate::config::parse_kind_value)]
+    pub priorities: Vec<(Kind, String)>,
+    /// KIND=DURATION|off (repeatable): aggregation per kind.
+    #[arg(long = "aggregate", value_parser = crate::config::parse_kind_value)]
+    pub aggregations: Vec<(Kind, String)>,
+    /// Largest message in bytes; bigger batches are split, never truncated.
+    #[arg(long)]
+    pub max_message_size: Option<usize>,
+    /// File holding the agent's id (a GUID, created on first run).
+    #[arg(long)]
+    pub agent_id_file: Option<PathBuf>,
+    /// Print the messages on stdout instead of publishing them.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
 }

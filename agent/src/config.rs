@@ -76,3 +76,217 @@ mod tests {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// `shrike run`: the daemon's settings, from a TOML file and flags.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use crate::{events::Kind, publish::spool::Priority};
+
+/// A setting that cannot be applied: the agent exits with code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config file {0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid { setting: String, reason: String },
+}
+
+fn invalid(setting: &str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid { setting: setting.into(), reason: reason.to_string() }
+}
+
+/// A kind's priority: High (sent within `high_interval`), Low (batched every
+/// `low_interval`) or Off (not collected: its probes are not attached).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KindPriority {
+    High,
+    Low,
+    Off,
+}
+
+impl KindPriority {
+    pub fn spool(self) -> Option<Priority> {
+        match self {
+            KindPriority::High => Some(Priority::High),
+            KindPriority::Low => Some(Priority::Low),
+            KindPriority::Off => None,
+        }
+    }
+}
+
+/// The config file: every key optional, unknown keys rejected. Durations are
+/// strings (`"1s"`, `"5m"`, `"PT7M"`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub hub: Option<String>,
+    pub connection_string_file: Option<PathBuf>,
+    pub client_id: Option<String>,
+    pub topic: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub keep_alive: Option<String>,
+    pub spool_dir: Option<PathBuf>,
+    pub spool_size: Option<u64>,
+    pub high_interval: Option<String>,
+    pub low_interval: Option<String>,
+    pub aggregate_interval: Option<String>,
+    pub max_message_size: Option<usize>,
+    pub agent_id_file: Option<PathBuf>,
+    pub priority: Option<BTreeMap<String, KindPriority>>,
+    /// Per kind: a duration (the aggregation interval) or "off".
+    pub aggregation: Option<BTreeMap<String, String>>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), e.to_string()))
+    }
+}
+
+/// Where messages go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hub {
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS).
+    Mqtt { host: String, port: u16, tls: bool },
+    /// Azure IoT Hub, from a device or module connection string.
+    Azure,
+}
+
+pub fn parse_hub(s: &str) -> Result<Hub, ConfigError> {
+    if s == "azure" {
+        return Ok(Hub::Azure);
+    }
+    let (tls, rest) = if let Some(r) = s.strip_prefix("mqtts://") {
+        (true, r)
+    } else if let Some(r) = s.strip_prefix("mqtt://") {
+        (false, r)
+    } else {
+        return Err(invalid("hub", format!("{s:?}: expected mqtt://HOST:PORT, mqtts://HOST:PORT or azure")));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            let port = p.parse().map_err(|_| invalid("hub", format!("bad port {p:?} in {s:?}")))?;
+            (h.trim_start_matches('[').trim_end_matches(']').to_owned(), port)
+        }
+        _ => (rest.to_owned(), if tls { 8883 } else { 1883 }),
+    };
+    if host.is_empty() {
+        return Err(invalid("hub", format!("no host in {s:?}")));
+    }
+    Ok(Hub::Mqtt { host, port, tls })
+}
+
+/// Default priorities: logins and privilege changes are urgent; process and
+/// network activity is batched; fork/listen/bind have no message kind.
+pub fn default_priority(kind: Kind) -> KindPriority {
+    match kind {
+        Kind::Login | Kind::Privilege => KindPriority::High,
+        Kind::Exec | Kind::Exit | Kind::Connect | Kind::Accept => KindPriority::Low,
+        Kind::Fork | Kind::Listen | Kind::Bind => KindPriority::Off,
+    }
+}
+
+/// `KIND=VALUE` pairs from the command line.
+pub fn parse_kind_value(s: &str) -> Result<(Kind, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected KIND=VALUE"))?;
+    let kind = Kind::from_name(k.trim()).ok_or_else(|| format!("unknown event kind {k:?}"))?;
+    Ok((kind, v.trim().to_owned()))
+}
+
+pub fn parse_priority(setting: &str, v: &str) -> Result<KindPriority, ConfigError> {
+    match v {
+        "high" => Ok(KindPriority::High),
+        "low" => Ok(KindPriority::Low),
+        "off" => Ok(KindPriority::Off),
+        _ => Err(invalid(setting, format!("{v:?}: expected high, low or off"))),
+    }
+}
+
+/// A duration or "off".
+pub fn parse_aggregation(setting: &str, v: &str) -> Result<Option<Duration>, ConfigError> {
+    if v == "off" {
+        return Ok(None);
+    }
+    let d = parse_duration(v).map_err(|e| invalid(setting, e))?;
+    if d.is_zero() {
+        return Err(invalid(setting, "an interval must be longer than 0 (use \"off\")"));
+    }
+    Ok(Some(d))
+}
+
+pub fn duration_setting(setting: &str, v: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(v).map_err(|e| invalid(setting, e))?;
+    if d.is_zero() {
+        return Err(invalid(setting, "must be longer than 0"));
+    }
+    Ok(d)
+}
+
+pub fn readable(setting: &str, path: &Path) -> Result<(), ConfigError> {
+    std::fs::File::open(path).map(drop).map_err(|e| invalid(setting, format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+
+    #[test]
+    fn hubs() {
+        assert_eq!(
+            parse_hub("mqtt://127.0.0.1:1883").unwrap(),
+            Hub::Mqtt { host: "127.0.0.1".into(), port: 1883, tls: false }
+        );
+        assert_eq!(
+            parse_hub("mqtts://broker.lan").unwrap(),
+            Hub::Mqtt { host: "broker.lan".into(), port: 8883, tls: true }
+        );
+        assert_eq!(
+            parse_hub("mqtt://[::1]:1884").unwrap(),
+            Hub::Mqtt { host: "::1".into(), port: 1884, tls: false }
+        );
+        assert_eq!(parse_hub("azure").unwrap(), Hub::Azure);
+        for bad in ["http://x", "mqtt://:1", "mqtt://h:port", ""] {
+            let e = parse_hub(bad).unwrap_err().to_string();
+            assert!(e.contains("hub"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn file_rejects_unknown_keys_and_names_bad_values() {
+        let dir = std::env::temp_dir().join(format!("shrike-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.toml");
+        std::fs::write(&p, "hub = \"mqtt://h:1\"\nhigh_interval = \"2s\"\n[priority]\nexec = \"high\"\n")
+            .unwrap();
+        let c = FileConfig::load(&p).unwrap();
+        assert_eq!(c.priority.unwrap()["exec"], KindPriority::High);
+        std::fs::write(&p, "hub = \"mqtt://h:1\"\nhihg_interval = \"2s\"\n").unwrap();
+        let e = FileConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("hihg_interval"), "{e}");
+        std::fs::write(&p, "[priority]\nexec = \"urgent\"\n").unwrap();
+        assert!(FileConfig::load(&p).is_err());
+        assert!(
+            duration_setting("low_interval", "5 parsecs").unwrap_err().to_string().contains("low_interval")
+        );
+        assert_eq!(parse_aggregation("aggregation.exec", "off").unwrap(), None);
+        assert_eq!(parse_aggregation("aggregation.exec", "PT1M").unwrap(), Some(Duration::from_secs(60)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

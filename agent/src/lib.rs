@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod enrich;
 pub mod events;
 pub mod message;

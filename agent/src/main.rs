@@ -6,27 +6,33 @@ fn main() {
     shrike::telemetry::init(&cli.log);
     let code = match cli.command {
         Command::Check(args) => shrike::check::run(&args),
-        Command::Events(args) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    std::process::exit(1);
-                }
-            };
-            match rt.block_on(shrike::run_events(args)) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    if e.downcast_ref::<shrike::probes::ProbeError>().is_some() {
-                        shrike::EXIT_CANNOT_RUN
-                    } else {
-                        1
-                    }
-                }
-            }
-        }
+        Command::Events(args) => block_on(shrike::run_events(args)),
+        Command::Run(args) => block_on(shrike::daemon::run(*args)),
     };
     std::process::exit(code);
+}
+
+/// Runs the command on a two-thread runtime; maps its error to an exit code:
+/// 2 for a bad setting, 3 when the agent cannot run here, 1 otherwise.
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<shrike::config::ConfigError>().is_some() {
+                2
+            } else if e.downcast_ref::<shrike::probes::ProbeError>().is_some() {
+                shrike::EXIT_CANNOT_RUN
+            } else {
+                1
+            }
+        }
+    }
 }

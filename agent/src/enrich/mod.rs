@@ -93,7 +93,14 @@ impl ProcessTable {
                 let known = self.lookup_or_proc(ev.pid).cloned().unwrap_or_default();
                 ev.ppid = Some(known.ppid);
                 if x.success {
-                    let exe = proc::read_exe(&self.proc_root, ev.pid).unwrap_or_else(|| x.filename.clone());
+                    // The path the kernel executed: consistent for every hit
+                    // (aggregation keys on it) and free of /proc races with
+                    // short-lived processes; /proc only for relative paths.
+                    let exe = if x.filename.starts_with('/') {
+                        x.filename.clone()
+                    } else {
+                        proc::read_exe(&self.proc_root, ev.pid).unwrap_or_else(|| x.filename.clone())
+                    };
                     ev.exe = Some(exe.clone());
                     self.insert(ev.pid, ProcInfo { ppid: known.ppid, exe: Some(exe) });
                 } else {

@@ -78,6 +78,7 @@ pub fn table() -> Vec<ProbeSpec> {
         tp("sched_process_exit", "sched", PROC, &[("pid", 24)]),
         tp("sys_enter_exit_group", "syscalls", PROC, &[("error_code", 16)]),
         tp("sys_enter_exit", "syscalls", PROC, &[("error_code", 16)]),
+        tp("signal_generate", "signal", PROC, &[("sig", 8), ("pid", 36), ("result", 44)]),
         tp("signal_deliver", "signal", PROC, &[("sig", 8), ("sa_handler", 24)]),
         tp("sys_enter_socket", "syscalls", SOCKET, &[("family", 16), ("type", 24), ("protocol", 32)]),
         tp("sys_exit_socket", "syscalls", SOCKET, RET),

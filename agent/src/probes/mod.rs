@@ -83,14 +83,13 @@ pub struct Probes {
     pub status: Vec<ProbeStatus>,
 }
 
-/// Kinds whose probes must run for `wanted` to be reported right (the process
-/// table needs fork and exit to know ppids of short-lived processes).
+/// Kinds whose probes must run for `wanted` to be reported right: every event
+/// takes its ppid and exe from the process table, which needs fork and exit to
+/// know short-lived processes and exec to know what each one runs (without
+/// exec, a forked child keeps its parent's exe).
 pub fn collected_kinds(wanted: &BTreeSet<Kind>) -> BTreeSet<Kind> {
     let mut k = wanted.clone();
-    if wanted.iter().any(|k| matches!(k, Kind::Exec | Kind::Connect | Kind::Accept | Kind::Login)) {
-        k.insert(Kind::Fork);
-        k.insert(Kind::Exit);
-    }
+    k.extend([Kind::Exec, Kind::Fork, Kind::Exit]);
     k
 }
 
