@@ -122,8 +122,9 @@ pub struct RunArgs {
     /// TOML config file.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Where to publish: mqtt://HOST:PORT, mqtts://HOST:PORT (TLS) or azure
-    /// (with --connection-string-file).
+    /// Where to publish: mqtt://HOST:PORT, mqtts://HOST:PORT (TLS), or azure
+    /// (with --connection-string-file; azure://HOST:PORT to connect through a
+    /// gateway or test broker instead of the hub's host).
     #[arg(long)]
     pub hub: Option<String>,
     /// Azure IoT Hub device or module connection string, in a file (kept off

@@ -164,20 +164,31 @@ impl FileConfig {
 pub enum Hub {
     /// `mqtt://host:port` or `mqtts://host:port` (TLS).
     Mqtt { host: String, port: u16, tls: bool },
-    /// Azure IoT Hub, from a device or module connection string.
-    Azure,
+    /// Azure IoT Hub, from a device or module connection string; `endpoint`
+    /// overrides where to connect (`azure://HOST:PORT`: an IoT Edge gateway,
+    /// a test broker), the identity strings still come from the string.
+    Azure { endpoint: Option<(String, u16)> },
 }
 
 pub fn parse_hub(s: &str) -> Result<Hub, ConfigError> {
     if s == "azure" {
-        return Ok(Hub::Azure);
+        return Ok(Hub::Azure { endpoint: None });
+    }
+    if let Some(rest) = s.strip_prefix("azure://") {
+        return match parse_hub(&format!("mqtts://{rest}"))? {
+            Hub::Mqtt { host, port, .. } => Ok(Hub::Azure { endpoint: Some((host, port)) }),
+            Hub::Azure { .. } => unreachable!("parse_hub of mqtts:// is Mqtt"),
+        };
     }
     let (tls, rest) = if let Some(r) = s.strip_prefix("mqtts://") {
         (true, r)
     } else if let Some(r) = s.strip_prefix("mqtt://") {
         (false, r)
     } else {
-        return Err(invalid("hub", format!("{s:?}: expected mqtt://HOST:PORT, mqtts://HOST:PORT or azure")));
+        return Err(invalid(
+            "hub",
+            format!("{s:?}: expected mqtt://HOST:PORT, mqtts://HOST:PORT, azure or azure://HOST:PORT"),
+        ));
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
@@ -261,7 +272,11 @@ mod run_tests {
             parse_hub("mqtt://[::1]:1884").unwrap(),
             Hub::Mqtt { host: "::1".into(), port: 1884, tls: false }
         );
-        assert_eq!(parse_hub("azure").unwrap(), Hub::Azure);
+        assert_eq!(parse_hub("azure").unwrap(), Hub::Azure { endpoint: None });
+        assert_eq!(
+            parse_hub("azure://127.0.0.1:8884").unwrap(),
+            Hub::Azure { endpoint: Some(("127.0.0.1".into(), 8884)) }
+        );
         for bad in ["http://x", "mqtt://:1", "mqtt://h:port", ""] {
             let e = parse_hub(bad).unwrap_err().to_string();
             assert!(e.contains("hub"), "{bad}: {e}");

@@ -214,7 +214,7 @@ fn mqtt_settings(
                 ..base
             }
         }
-        Hub::Azure => {
+        Hub::Azure { endpoint } => {
             let path = pick!(connection_string_file)
                 .ok_or_else(|| invalid("connection_string_file", "required with hub = azure"))?;
             let text = std::fs::read_to_string(&path)
@@ -224,9 +224,10 @@ fn mqtt_settings(
             // SAS tokens are valid for a day; renewal before expiry is not
             // implemented yet (the hub then refuses reconnects).
             let password = cs.password(crate::publish::azure::expiry_in(Duration::from_secs(86400)));
+            let (host, port) = endpoint.unwrap_or_else(|| (cs.broker_host().to_owned(), 8883));
             Settings {
-                host: cs.broker_host().to_owned(),
-                port: 8883,
+                host,
+                port,
                 client_id: cs.client_id(),
                 username: Some(cs.username()),
                 password,
