@@ -179,6 +179,12 @@ pub struct RunArgs {
     /// Largest message in bytes; bigger batches are split, never truncated.
     #[arg(long)]
     pub max_message_size: Option<usize>,
+    /// Interval of the snapshots (listening ports, local users, system information).
+    #[arg(long)]
+    pub snapshot_interval: Option<String>,
+    /// Interval of the agent's health events (dropped events, message statistics).
+    #[arg(long)]
+    pub health_interval: Option<String>,
     /// File holding the agent's id (a GUID, created on first run).
     #[arg(long)]
     pub agent_id_file: Option<PathBuf>,

@@ -147,6 +147,8 @@ pub struct FileConfig {
     pub aggregate_interval: Option<String>,
     pub max_message_size: Option<usize>,
     pub agent_id_file: Option<PathBuf>,
+    pub snapshot_interval: Option<String>,
+    pub health_interval: Option<String>,
     pub priority: Option<BTreeMap<String, KindPriority>>,
     /// Per kind: a duration (the aggregation interval) or "off".
     pub aggregation: Option<BTreeMap<String, String>>,

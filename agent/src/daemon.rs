@@ -47,6 +47,10 @@ pub struct RunSettings {
     pub aggregation: BTreeMap<Kind, Option<Duration>>,
     pub max_message_size: usize,
     pub agent_id_file: PathBuf,
+    /// Listening ports, local users and system information, every...
+    pub snapshot_interval: Duration,
+    /// DroppedEventsStatistics and MessageStatistics, every...
+    pub health_interval: Duration,
     pub dry_run: bool,
 }
 
@@ -64,6 +68,8 @@ pub mod defaults {
     pub const KEEP_ALIVE: &str = "60s";
     /// Generic brokers; `{client_id}` is replaced.
     pub const TOPIC: &str = "shrike/{client_id}/security";
+    pub const SNAPSHOT_INTERVAL: &str = "1h";
+    pub const HEALTH_INTERVAL: &str = "5m";
 }
 
 fn hostname() -> String {
@@ -144,6 +150,14 @@ impl RunSettings {
             aggregation,
             max_message_size,
             agent_id_file: pick!(agent_id_file).unwrap_or_else(|| defaults::AGENT_ID_FILE.into()),
+            snapshot_interval: duration_setting(
+                "snapshot_interval",
+                &pick!(snapshot_interval).unwrap_or(defaults::SNAPSHOT_INTERVAL.into()),
+            )?,
+            health_interval: duration_setting(
+                "health_interval",
+                &pick!(health_interval).unwrap_or(defaults::HEALTH_INTERVAL.into()),
+            )?,
             dry_run,
         })
     }
@@ -275,7 +289,12 @@ struct Batches {
     id: Uuid,
     max: usize,
     messages: u64,
-    dropped: u64,
+    /// Messages under 4 KB (IoT Hub bills 4 KB blocks: these waste some).
+    small: u64,
+    /// Events dropped in userspace (invalid, too large, spool write failed), per queue.
+    dropped: HashMap<Priority, u64>,
+    /// Events taken in per queue (aggregated hits included).
+    collected: HashMap<Priority, u64>,
 }
 
 impl Batches {
@@ -296,12 +315,12 @@ impl Batches {
                     self.send(prio, &msg, sink);
                 }
                 if let Err(e) = self.builder(key).push(&ev) {
-                    self.dropped += 1;
+                    *self.dropped.entry(prio).or_default() += 1;
                     tracing::warn!("security event dropped: {e}");
                 }
             }
             Err(e) => {
-                self.dropped += 1;
+                *self.dropped.entry(prio).or_default() += 1;
                 tracing::warn!("security event dropped: {e}");
             }
         }
@@ -318,6 +337,9 @@ impl Batches {
 
     fn send(&mut self, prio: Priority, msg: &[u8], sink: &mut Sink) {
         self.messages += 1;
+        if msg.len() < 4096 {
+            self.small += 1;
+        }
         match sink {
             Sink::DryRun(out) => {
                 use std::io::Write;
@@ -326,7 +348,7 @@ impl Batches {
             }
             Sink::Mqtt(p) => {
                 if let Err(e) = p.submit(prio, msg) {
-                    self.dropped += 1;
+                    *self.dropped.entry(prio).or_default() += 1;
                     tracing::error!("message not spooled: {e}");
                 }
             }
@@ -383,12 +405,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     let attached = probes.status.iter().filter(|s| s.attached).count();
     tracing::info!(agent_id = %id, kinds = ?collected, dry_run = settings.dry_run, "shrike ready: {attached} probes attached");
+    crate::caps::drop_after_attach();
 
     let mut procs = ProcessTable::new(&args.probe.proc_root);
     procs.seed();
     let mut users = Users::new("/etc/passwd");
-    let mut batches =
-        Batches { builders: HashMap::new(), id, max: settings.max_message_size, messages: 0, dropped: 0 };
+    let mut batches = Batches {
+        builders: HashMap::new(),
+        id,
+        max: settings.max_message_size,
+        messages: 0,
+        small: 0,
+        dropped: HashMap::new(),
+        collected: HashMap::new(),
+    };
+    let mut snapshots = tokio::time::interval(settings.snapshot_interval);
+    let mut health = tokio::time::interval(settings.health_interval);
+    health.reset();
+    let mut reported = Health::default();
     // One aggregator per kind with aggregation on, each with its own interval.
     let mut aggs: BTreeMap<Kind, Aggregator> = BTreeMap::new();
     let mut agg_due: BTreeMap<Kind, (Duration, tokio::time::Instant)> = BTreeMap::new();
@@ -425,6 +459,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+            _ = snapshots.tick() => {
+                for ev in crate::collect::snapshot_events(&args.probe.proc_root) {
+                    batches.push(Priority::Low, ev, &mut sink);
+                }
+            }
+            _ = health.tick() => {
+                let now = Health::now(&batches, &sink, &probes, &settings);
+                for ev in now.events_since(&reported) {
+                    batches.push(Priority::Low, ev, &mut sink);
+                }
+                reported = now;
+            }
             _ = high.tick() => batches.flush(Priority::High, &mut sink),
             _ = low.tick() => batches.flush(Priority::Low, &mut sink),
             Some(done) = tasks.join_next() => match done {
@@ -438,7 +484,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     // Drain the kernel, then send everything pending (aggregates included).
-    while let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+    // Bounded: the probes are still attached, and a busy machine never goes
+    // 300 ms without an event (the agent would never exit).
+    let drain_end = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Some(batch)) = tokio::time::timeout_at(
+        drain_end.min(tokio::time::Instant::now() + Duration::from_millis(300)),
+        rx.recv(),
+    )
+    .await
+    {
         for mut ev in batch {
             procs.apply(&mut ev);
             handle(&mut ev, &settings, &mut users, &mut aggs, &mut batches, &mut sink);
@@ -457,7 +511,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         received = stats.received.load(Ordering::Relaxed),
         kernel_lost = ?lost,
         messages = batches.messages,
-        dropped = batches.dropped,
+        dropped = ?batches.dropped,
         "shrike stopping"
     );
     if let Sink::Mqtt(p) = sink {
@@ -484,6 +538,7 @@ fn handle(
 ) {
     let kind = ev.kind();
     let Some(prio) = settings.priority.get(&kind).and_then(|p| p.spool()) else { return };
+    *batches.collected.entry(prio).or_default() += 1;
     ev.user = users.name(ev.uid);
     match aggs.get_mut(&kind) {
         Some(agg) => match agg.push(ev) {
@@ -495,6 +550,67 @@ fn handle(
                 batches.push(prio, m, sink);
             }
         }
+    }
+}
+
+/// Counters behind the health events, per queue; events report differences.
+#[derive(Clone, Debug, Default)]
+struct Health {
+    collected: HashMap<Priority, u64>,
+    /// Userspace drops, spool drops and kernel losses of the queue's kinds.
+    dropped: HashMap<Priority, u64>,
+    messages: u64,
+    small: u64,
+    failed: u64,
+}
+
+impl Health {
+    fn now(batches: &Batches, sink: &Sink, probes: &probes::Probes, settings: &RunSettings) -> Health {
+        let mut dropped = batches.dropped.clone();
+        let mut failed = 0;
+        if let Sink::Mqtt(p) = sink {
+            let st = p.stats();
+            *dropped.entry(Priority::Low).or_default() += st.spool.dropped_low;
+            *dropped.entry(Priority::High).or_default() += st.spool.dropped_high;
+            failed = st.submit_errors + st.oversize_dropped + st.spool_dropped;
+        }
+        for (kind, lost) in probes::read_counters(&probes.ebpf, shrike_common::names::LOST) {
+            if let Some(prio) = settings.priority.get(&kind).and_then(|p| p.spool()) {
+                *dropped.entry(prio).or_default() += lost;
+            }
+        }
+        Health {
+            collected: batches.collected.clone(),
+            dropped,
+            messages: batches.messages,
+            small: batches.small,
+            failed,
+        }
+    }
+
+    /// DroppedEventsStatistics per queue and MessageStatistics since `before`.
+    fn events_since(&self, before: &Health) -> Vec<sm::Event> {
+        let delta = |now: &HashMap<Priority, u64>, then: &HashMap<Priority, u64>, p: Priority| {
+            now.get(&p).copied().unwrap_or(0).saturating_sub(then.get(&p).copied().unwrap_or(0))
+        };
+        let mut out: Vec<sm::Event> = [(Priority::High, sm::Queue::High), (Priority::Low, sm::Queue::Low)]
+            .into_iter()
+            .map(|(p, queue)| {
+                sm::Event::new(sm::DroppedEventsStatistics {
+                    queue,
+                    collected_events: delta(&self.collected, &before.collected, p),
+                    dropped_events: delta(&self.dropped, &before.dropped, p),
+                    extra_details: Default::default(),
+                })
+            })
+            .collect();
+        out.push(sm::Event::new(sm::MessageStatistics {
+            messages_sent: self.messages.saturating_sub(before.messages),
+            messages_under_4kb: self.small.saturating_sub(before.small),
+            total_failed: self.failed.saturating_sub(before.failed),
+            extra_details: Default::default(),
+        }));
+        out
     }
 }
 

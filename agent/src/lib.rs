@@ -2,7 +2,9 @@
 //! enriches them, and reports security events.
 
 pub mod aggregate;
+pub mod caps;
 pub mod check;
+pub mod collect;
 pub mod cli;
 pub mod config;
 pub mod daemon;
