@@ -235,9 +235,19 @@ fn mqtt_settings(
                 .map_err(|e| invalid("connection_string_file", format!("{}: {e}", path.display())))?;
             let cs: ConnectionString =
                 text.trim().parse().map_err(|e| invalid("connection_string_file", e))?;
-            // SAS tokens are valid for a day; renewal before expiry is not
-            // implemented yet (the hub then refuses reconnects).
-            let password = cs.password(crate::publish::azure::expiry_in(Duration::from_secs(86400)));
+            // SAS tokens live an hour; each connection attempt gets a fresh
+            // one and the connection is renewed after 50 minutes.
+            const TOKEN_TTL: Duration = Duration::from_secs(3600);
+            let password = cs.password(crate::publish::azure::expiry_in(TOKEN_TTL));
+            let credentials_refresh = password.is_some().then(|| {
+                let cs = cs.clone();
+                crate::publish::mqtt::CredentialsRefresh {
+                    every: TOKEN_TTL * 5 / 6,
+                    make: std::sync::Arc::new(move || {
+                        cs.password(crate::publish::azure::expiry_in(TOKEN_TTL)).unwrap_or_default()
+                    }),
+                }
+            });
             let (host, port) = endpoint.unwrap_or_else(|| (cs.broker_host().to_owned(), 8883));
             Settings {
                 host,
@@ -247,6 +257,7 @@ fn mqtt_settings(
                 password,
                 topic: cs.security_message_topic(),
                 tls: Some(tls_with(ca_file)?),
+                credentials_refresh,
                 ..base
             }
         }

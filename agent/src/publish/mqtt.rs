@@ -80,7 +80,27 @@ pub struct Settings {
     /// `reconnect_max`, and starts over once a connection stayed up that long.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// Passwords that expire (IoT Hub SAS tokens): a fresh one is made for
+    /// every connection attempt, and the connection is renewed `every`.
+    pub credentials_refresh: Option<CredentialsRefresh>,
 }
+
+/// Makes a fresh password (e.g. a SAS token with a new expiry).
+#[derive(Clone)]
+pub struct CredentialsRefresh {
+    /// Reconnect with a fresh password this long after connecting (well before
+    /// the password expires: the hub drops a client whose token expired).
+    pub every: Duration,
+    pub make: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl PartialEq for CredentialsRefresh {
+    fn eq(&self, o: &Self) -> bool {
+        self.every == o.every && std::sync::Arc::ptr_eq(&self.make, &o.make)
+    }
+}
+
+impl Eq for CredentialsRefresh {}
 
 impl Default for Settings {
     /// Plain MQTT on localhost; IoT Hub needs TLS on port 8883 and the
@@ -101,6 +121,7 @@ impl Default for Settings {
             max_message_size: 256 * 1024,
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(60),
+            credentials_refresh: None,
         }
     }
 }
@@ -122,6 +143,7 @@ impl fmt::Debug for Settings {
             .field("max_message_size", &self.max_message_size)
             .field("reconnect_min", &self.reconnect_min)
             .field("reconnect_max", &self.reconnect_max)
+            .field("credentials_refresh", &self.credentials_refresh.as_ref().map(|r| r.every))
             .finish()
     }
 }
@@ -457,6 +479,12 @@ impl TokenBucket {
     }
 }
 
+/// What woke the sender's loop.
+enum Step {
+    Polled(Result<Event, rumqttc::ConnectionError>),
+    Renew,
+}
+
 /// Bounded exponential backoff between connection attempts.
 struct Backoff {
     min: Duration,
@@ -504,9 +532,13 @@ struct Sender {
 impl Sender {
     async fn run(mut self, mut eventloop: EventLoop, settings: Settings) {
         let mut backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
-        let mut connected_at = None;
+        let mut connected_at: Option<Instant> = None;
         loop {
-            let result = {
+            let renew_at = settings
+                .credentials_refresh
+                .as_ref()
+                .and_then(|r| connected_at.filter(|_| self.connected).map(|t| t + r.every));
+            let step = {
                 // The poll future is kept across wake-ups and never dropped
                 // half-way: rumqttc's poll is not cancel-safe (a publish can be
                 // taken off its channel and then lost with the future).
@@ -520,15 +552,31 @@ impl Sender {
                     };
                     let polled = tokio::select! {
                         biased;
-                        r = &mut poll => Some(r),
+                        r = &mut poll => Some(Step::Polled(r)),
+                        () = tokio::time::sleep_until(renew_at.unwrap_or_else(Instant::now)),
+                            if renew_at.is_some() => Some(Step::Renew),
                         () = self.shared.wake.notified(), if room && throttled_until.is_none() => None,
                         () = tokio::time::sleep_until(throttled_until.unwrap_or_else(Instant::now)),
                             if throttled_until.is_some() => None,
                     };
                     match polled {
-                        Some(r) => break r,
+                        Some(step) => break step,
                         None => self.feed(),
                     }
+                }
+            };
+            let result = match step {
+                Step::Polled(r) => r,
+                Step::Renew => {
+                    // Dropping the poll future may lose a publish on its way
+                    // out: harmless, the spool resends everything unacknowledged
+                    // after the reconnect.
+                    tracing::info!("renewing MQTT credentials: reconnecting");
+                    self.refresh_credentials(&mut eventloop, &settings);
+                    eventloop.clean();
+                    self.on_disconnect(&mut eventloop);
+                    connected_at = None;
+                    continue;
                 }
             };
             match result {
@@ -547,6 +595,7 @@ impl Sender {
                     if connected_at.take().is_some_and(|t| t.elapsed() >= settings.reconnect_max) {
                         backoff.reset();
                     }
+                    self.refresh_credentials(&mut eventloop, &settings);
                     let delay = backoff.next_delay();
                     tracing::warn!(
                         broker = %format_args!("{}:{}", settings.host, settings.port),
@@ -557,6 +606,14 @@ impl Sender {
                 }
             }
             self.feed();
+        }
+    }
+
+    /// A fresh password for the next connection attempt, where they expire.
+    fn refresh_credentials(&self, eventloop: &mut EventLoop, settings: &Settings) {
+        if let Some(r) = &settings.credentials_refresh {
+            let user = settings.username.clone().unwrap_or_default();
+            eventloop.mqtt_options.set_credentials(user, (r.make)());
         }
     }
 
@@ -912,6 +969,40 @@ mod tests {
             Err(MqttError::TooLarge { .. })
         ));
         assert_eq!(publisher.stats().submit_errors, 1);
+        publisher.shutdown().await;
+        drop(broker);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn expiring_credentials_are_renewed_by_reconnecting() {
+        if !have_mosquitto("expiring_credentials_are_renewed_by_reconnecting") {
+            return;
+        }
+        let dir = temp_dir("renew");
+        let broker = Broker::start(&dir.join("broker")).await;
+        let topic = "shrike/test/renew";
+        let mut sub = Subscriber::start(broker.port, topic).await;
+        let spool = Spool::open(dir.join("spool"), 1 << 20).unwrap();
+        let made = std::sync::Arc::new(AtomicU64::new(0));
+        let mut s = settings(broker.port, topic);
+        s.username = Some("device".into());
+        let counter = std::sync::Arc::clone(&made);
+        s.credentials_refresh = Some(CredentialsRefresh {
+            every: Duration::from_millis(700),
+            make: std::sync::Arc::new(move || format!("token-{}", counter.fetch_add(1, Ordering::SeqCst))),
+        });
+        let publisher = Publisher::start(s, spool).unwrap();
+        let sent = messages("renew", 30);
+        for m in &sent {
+            publisher.submit(Priority::Low, m).unwrap();
+            tokio::time::sleep(Duration::from_millis(70)).await;
+        }
+        let got = sub.collect(sent.len(), Duration::from_secs(10)).await;
+        assert_eq!(first_arrivals(&got), sent, "every message, in order, across renewals");
+        let st = publisher.stats();
+        assert!(st.reconnects >= 2, "renewed by reconnecting: {st:?}");
+        assert!(made.load(Ordering::SeqCst) >= 2, "a fresh password per renewal");
         publisher.shutdown().await;
         drop(broker);
         fs::remove_dir_all(&dir).unwrap();
