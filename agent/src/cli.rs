@@ -188,6 +188,10 @@ pub struct RunArgs {
     /// File holding the agent's id (a GUID, created on first run).
     #[arg(long)]
     pub agent_id_file: Option<PathBuf>,
+    /// Message compression for brokers that are not IoT Hub: none or gzip
+    /// (consumers tell gzip by its magic bytes 1f 8b).
+    #[arg(long)]
+    pub compression: Option<String>,
     /// Print the messages on stdout instead of publishing them.
     #[arg(long)]
     pub dry_run: bool,

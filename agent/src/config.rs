@@ -149,6 +149,8 @@ pub struct FileConfig {
     pub agent_id_file: Option<PathBuf>,
     pub snapshot_interval: Option<String>,
     pub health_interval: Option<String>,
+    /// "none" or "gzip" (generic brokers only: IoT Hub takes JSON).
+    pub compression: Option<String>,
     pub priority: Option<BTreeMap<String, KindPriority>>,
     /// Per kind: a duration (the aggregation interval) or "off".
     pub aggregation: Option<BTreeMap<String, String>>,
