@@ -475,6 +475,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut high = tokio::time::interval(settings.high_interval);
     let mut low = tokio::time::interval(settings.low_interval);
+    // A busy loop must not flush several times in a row to catch up: that
+    // would send small, early batches.
+    for t in [&mut snapshots, &mut health, &mut high, &mut low] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
 
     let outcome: anyhow::Result<()> = loop {
         let next_agg = agg_due.values().map(|(_, at)| *at).min();
