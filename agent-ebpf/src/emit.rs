@@ -22,7 +22,10 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: u32, data: *const u8, len: usize) {
     #[cfg(not(feature = "perf"))]
     let ret = {
         let _ = ctx;
-        unsafe { aya_ebpf::helpers::generated::bpf_ringbuf_output(map, data as *mut c_void, len as u64, 0) }
+        let flags = wake_flags(kind);
+        unsafe {
+            aya_ebpf::helpers::generated::bpf_ringbuf_output(map, data as *mut c_void, len as u64, flags)
+        }
     };
     #[cfg(feature = "perf")]
     let ret = unsafe {

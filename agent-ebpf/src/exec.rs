@@ -26,7 +26,37 @@ static EXEC_SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 
 #[map]
 static EXEC_PENDING: LruHashMap<u32, ExecRecord> = LruHashMap::with_max_entries(512, 0);
 
+/// Execs in flight from a thread other than the leader, keyed by tgid: while
+/// one runs, the leader's exit is de_thread() ending the old leader (the
+/// exec'ing thread takes its pid), not the end of the process.
+#[map]
+static EXEC_THREAD: LruHashMap<u32, u32> = LruHashMap::with_max_entries(512, 0);
+
+/// True while a thread other than the leader of `tgid` is in execve.
+#[inline(always)]
+pub fn non_leader_exec_running(tgid: u32) -> bool {
+    unsafe { EXEC_THREAD.get(tgid) }.is_some()
+}
+
 const AT_FDCWD: i32 = -100;
+
+/// sched/sched_process_exec: pid@12, old_pid@16. A successful exec from a
+/// thread other than the leader takes the leader's pid: the arguments saved at
+/// entry under the thread's old id move to the new one, for the syscall's exit.
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let Ok(pid) = (unsafe { ctx.read_at::<i32>(12) }) else { return 0 };
+    let Ok(old) = (unsafe { ctx.read_at::<i32>(16) }) else { return 0 };
+    if pid != old {
+        if let Some(rec) = EXEC_PENDING.get_ptr(old as u32) {
+            // A reference to the map value: the record is too big for the stack.
+            let rec: &ExecRecord = unsafe { &*rec };
+            let _ = EXEC_PENDING.insert(pid as u32, rec, 0);
+            let _ = EXEC_PENDING.remove(old as u32);
+        }
+    }
+    0
+}
 
 /// syscalls/sys_enter_execve: filename@16, argv@24.
 #[tracepoint]
@@ -149,6 +179,10 @@ fn exec_enter(
     }
     let tid = pid_tgid as u32;
     EXEC_PENDING.insert(tid, rec, 0).map_err(|e| e as i64)?;
+    let tgid = (pid_tgid >> 32) as u32;
+    if tid != tgid {
+        let _ = EXEC_THREAD.insert(tgid, tid, 0);
+    }
     Ok(())
 }
 
@@ -177,8 +211,8 @@ fn exec_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let (rec, pending) = match EXEC_PENDING.get_ptr_mut(tid) {
         Some(p) => (p, true),
         None => {
-            // Entry not seen (the agent started mid-exec, or a non-leader
-            // thread's exec changed its tid): report what is known.
+            // Entry not seen (the agent started mid-exec, or the map was
+            // full): report what is known.
             let p = EXEC_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
             let r = unsafe { &mut *p };
             r.flags = exec_flags::ENTRY_MISSING;
@@ -200,6 +234,9 @@ fn exec_exit(ctx: &TracePointContext) -> Result<(), i64> {
     emit(ctx, kind::EXEC, rec as *const u8, len);
     if pending {
         let _ = EXEC_PENDING.remove(tid);
+    }
+    if non_leader_exec_running((pid_tgid >> 32) as u32) {
+        let _ = EXEC_THREAD.remove((pid_tgid >> 32) as u32);
     }
     Ok(())
 }

@@ -94,6 +94,38 @@ const FATAL_DEFAULT: u64 = (1 << 1) // SIGHUP
     | (1 << 30) // SIGPWR
     | (1 << 31); // SIGSYS
 
+const SIGKILL: i32 = 9;
+
+/// Fatal-by-default signals sent to a task (by its pid) and not yet delivered.
+/// When such a signal ("Term" action: SIGTERM, SIGINT, SIGHUP, ...) is fatal,
+/// the sender's complete_signal() starts the group exit at once and queues
+/// SIGKILL to every thread: signal_deliver then only sees SIGKILL, while the
+/// process dies of the signal sent (its group_exit_code). That signal is
+/// taken from here.
+#[map]
+static FATAL_SENT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// signal/signal_generate: sig@8 (i32), pid@36 (i32, the target task),
+/// result@44 (i32, 0 = TRACE_SIGNAL_DELIVERED). Runs in the sender's context
+/// once the kernel has decided; a signal to a process already dying is
+/// reported ignored, so the first fatal one stays.
+#[tracepoint]
+pub fn signal_generate(ctx: TracePointContext) -> u32 {
+    let Ok(sig) = (unsafe { ctx.read_at::<i32>(8) }) else {
+        return 0;
+    };
+    let Ok(pid) = (unsafe { ctx.read_at::<i32>(36) }) else {
+        return 0;
+    };
+    let Ok(result) = (unsafe { ctx.read_at::<i32>(44) }) else {
+        return 0;
+    };
+    if result == 0 && (1..32).contains(&sig) && FATAL_DEFAULT & (1u64 << sig) != 0 {
+        let _ = FATAL_SENT.insert(pid as u32, sig as u32, 0);
+    }
+    0
+}
+
 /// signal/signal_deliver: sig@8 (i32), sa_handler@24 (u64). A signal with the
 /// default handler whose default action is fatal ends the process with it. The
 /// first cause wins (exit_group's SIGKILL to the other threads must not
@@ -101,15 +133,33 @@ const FATAL_DEFAULT: u64 = (1 << 1) // SIGHUP
 #[tracepoint]
 pub fn signal_deliver(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
     let Ok(sig) = (unsafe { ctx.read_at::<i32>(8) }) else {
         return 0;
     };
     let Ok(handler) = (unsafe { ctx.read_at::<u64>(24) }) else {
         return 0;
     };
+    let by_tgid = unsafe { FATAL_SENT.get(tgid) }.copied();
+    let by_tid = if tid != tgid { unsafe { FATAL_SENT.get(tid) }.copied() } else { None };
     if handler == 0 && (1..32).contains(&sig) && FATAL_DEFAULT & (1u64 << sig) != 0 {
-        let status = sig as u32;
-        let _ = EXIT_STATUS.insert((pid_tgid >> 32) as u32, status, 1 /* BPF_NOEXIST */);
+        let mut status = sig as u32;
+        if sig == SIGKILL {
+            // The SIGKILL of a group exit: the signal actually sent, if seen.
+            if let Some(s) = by_tgid.or(by_tid) {
+                status = s;
+            }
+        }
+        let _ = EXIT_STATUS.insert(tgid, status, 1 /* BPF_NOEXIST */);
+    }
+    // That signal is delivered now (to a handler, or fatally).
+    let done = |s: u32| sig == SIGKILL || s == sig as u32;
+    if by_tgid.is_some_and(done) {
+        let _ = FATAL_SENT.remove(tgid);
+    }
+    if by_tid.is_some_and(done) {
+        let _ = FATAL_SENT.remove(tid);
     }
     0
 }
@@ -123,6 +173,16 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if tgid != pid_tgid as u32 || is_agent(tgid) {
         return 0;
     }
+    if crate::exec::non_leader_exec_running(tgid) {
+        // de_thread(): another thread's exec ends the old leader with SIGKILL
+        // and takes over its pid; the process goes on (unless it was really
+        // ending: exit_group's status, or a signal other than that SIGKILL).
+        let status = unsafe { EXIT_STATUS.get(tgid) }.copied();
+        if status.is_none() || status == Some(SIGKILL as u32) {
+            let _ = EXIT_STATUS.remove(tgid);
+            return 0;
+        }
+    }
     let mut rec: ExitRecord = unsafe { core::mem::zeroed() };
     fill_header(&mut rec.hdr, kind::EXIT, core::mem::size_of::<ExitRecord>(), pid_tgid);
     if let Some(status) = unsafe { EXIT_STATUS.get(tgid) } {
@@ -130,6 +190,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         rec.has_status = 1;
         let _ = EXIT_STATUS.remove(tgid);
     }
+    let _ = FATAL_SENT.remove(tgid);
     emit_value(&ctx, kind::EXIT, &rec);
     0
 }

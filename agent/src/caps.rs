@@ -172,7 +172,7 @@ pub fn drop_after_attach() {
             threads = r.threads,
             "capabilities dropped after attaching the probes"
         ),
-        Err(e) => tracing::warn!("capabilities not dropped, running with them: {e}"),
+        Err(e) => tracing::warn!("capabilities not (all) dropped, running on: {e}"),
     }
 }
 

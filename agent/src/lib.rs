@@ -4,8 +4,8 @@
 pub mod aggregate;
 pub mod caps;
 pub mod check;
-pub mod collect;
 pub mod cli;
+pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod enrich;

@@ -3,15 +3,20 @@
 //! - `cargo xtask run [--release] -- <agent args>`: build and run the agent as root.
 //! - `cargo xtask test`: unit tests, then the privileged integration tests.
 //! - `cargo xtask lint`: rustfmt check and clippy (-D warnings), kernel crate included.
-//! - `cargo xtask build [--release]`: build the agent (and its embedded eBPF objects).
+//! - `cargo xtask build [--release] [--target T]`: build the agent (and its embedded eBPF objects).
+//! - `cargo xtask deb [--target T]`: the Debian package, in target/debian/.
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitStatus},
 };
 
+mod bench;
+
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+
+mod deb;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -26,6 +31,20 @@ enum Task {
     Build {
         #[arg(long)]
         release: bool,
+        /// Rust target triple (x86_64-unknown-linux-musl for a static binary,
+        /// aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf).
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Build the Debian package target/debian/shrike_<version>_<arch>.deb
+    /// (release build, dpkg-deb).
+    Deb {
+        /// Rust target triple (default: the host's).
+        #[arg(long)]
+        target: Option<String>,
+        /// Package this binary instead of building one.
+        #[arg(long)]
+        bin: Option<PathBuf>,
     },
     /// Build and run the agent as root; arguments after `--` go to the agent
     /// (default: `events`, live security events as JSON lines).
@@ -38,6 +57,10 @@ enum Task {
     /// Run all tests: unit tests, then the privileged integration tests
     /// (real kernel, real logins) one at a time.
     Test {
+        /// Also run the slow deployment tests (release .deb, static container,
+        /// aarch64 cross build).
+        #[arg(long)]
+        heavy: bool,
         /// Extra arguments for the test binaries (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -45,6 +68,9 @@ enum Task {
     /// rustfmt --check and clippy -D warnings on every crate, the kernel crate
     /// built for bpfel-unknown-none with the nightly toolchain.
     Lint,
+    /// Benchmarks: Shrike side by side with no agent, auditd, bpftrace and
+    /// execsnoop on exec/connect/login/mixed workloads (as root).
+    Bench(bench::BenchArgs),
 }
 
 fn root() -> PathBuf {
@@ -108,14 +134,11 @@ fn install_test_packages() -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Build { release } => {
-            let mut c = cargo();
-            c.args(["build", "--package", "shrike"]);
-            if release {
-                c.arg("--release");
-            }
-            run(c)
+        Task::Build { release, target } => {
+            let bin = deb::build(release, target.as_deref())?;
+            deb::report_size(&bin)
         }
+        Task::Deb { target, bin } => deb::deb(target.as_deref(), bin).map(drop),
         Task::Run { release, args } => {
             let mut c = cargo();
             c.args(["build", "--package", "shrike"]);
@@ -136,14 +159,20 @@ fn main() -> anyhow::Result<()> {
             cmd.args(&args);
             run(cmd)
         }
-        Task::Test { args } => {
+        Task::Test { heavy, args } => {
             install_test_packages()?;
             let mut unit = cargo();
-            unit.args(["test", "--workspace", "--exclude", "shrike-tests", "--all-features", "--"])
+            // The kernel crate only builds for its BPF target (`lint` checks it there).
+            unit.args(["test", "--workspace", "--exclude", "shrike-tests", "--exclude", "shrike-ebpf"])
+                .args(["--all-features", "--"])
                 .args(&args);
             run(unit)?;
             if !is_root() {
                 eprintln!("xtask: the integration tests need root; running them with sudo");
+            }
+            if heavy {
+                // SAFETY: single-threaded here; the child cargo inherits it.
+                unsafe { std::env::set_var("SHRIKE_HEAVY_TESTS", "1") };
             }
             let mut it = cargo();
             it.args(["test", "--package", "shrike-tests", "--", "--test-threads=1", "--nocapture"])
@@ -160,7 +189,16 @@ fn main() -> anyhow::Result<()> {
             fmt.args(["fmt", "--all", "--check"]);
             run(fmt)?;
             let mut clippy = cargo();
-            clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
+            clippy
+                .args([
+                    "clippy",
+                    "--workspace",
+                    "--exclude",
+                    "shrike-ebpf",
+                    "--all-targets",
+                    "--all-features",
+                ])
+                .args(["--", "-D", "warnings"]);
             run(clippy)?;
             // The kernel crate, for its real target, with both transports.
             for features in ["ringbuf", "perf"] {
@@ -181,5 +219,6 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Task::Bench(args) => bench::run(args, &root()),
     }
 }

@@ -95,14 +95,16 @@ impl ProcessTable {
                 if x.success {
                     // The path the kernel executed: consistent for every hit
                     // (aggregation keys on it) and free of /proc races with
-                    // short-lived processes; /proc only for relative paths.
-                    let exe = if x.filename.starts_with('/') {
-                        x.filename.clone()
+                    // short-lived processes; /proc only for relative paths
+                    // and cut ones (a cut path names nothing: never the exe).
+                    let exe = if x.filename.starts_with('/') && !x.filename_truncated {
+                        Some(x.filename.clone())
                     } else {
-                        proc::read_exe(&self.proc_root, ev.pid).unwrap_or_else(|| x.filename.clone())
+                        proc::read_exe(&self.proc_root, ev.pid)
+                            .or_else(|| (!x.filename_truncated).then(|| x.filename.clone()))
                     };
-                    ev.exe = Some(exe.clone());
-                    self.insert(ev.pid, ProcInfo { ppid: known.ppid, exe: Some(exe) });
+                    ev.exe = exe.clone();
+                    self.insert(ev.pid, ProcInfo { ppid: known.ppid, exe });
                 } else {
                     ev.exe = known.exe.clone();
                 }

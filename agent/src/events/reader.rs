@@ -74,10 +74,11 @@ pub fn spawn(
         Map::PerfEventArray(_) => {
             let mut perf = PerfEventArray::try_from(map)?;
             let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+            let mut bufs = Vec::with_capacity(cpus.len());
             for cpu in cpus {
-                let buf = perf.open(cpu, Some(perf_pages))?;
-                tasks.spawn(read_perf(buf, clock, Arc::clone(&stats), tx.clone()));
+                bufs.push(register(perf.open(cpu, Some(perf_pages))?)?);
             }
+            tasks.spawn(read_perf(bufs, poll, clock, stats, tx));
         }
         other => anyhow::bail!("EVENTS map has an unexpected type: {:?}", other),
     }
@@ -123,36 +124,54 @@ async fn read_ring(
     }
 }
 
+/// One reader for every CPU's perf buffer: records of one process can sit in
+/// different CPUs' buffers (a fork on one, the child's exit on another), so
+/// each pass drains them all and orders the pass by the kernel's timestamps.
 async fn read_perf(
-    buf: aya::maps::perf::PerfEventArrayBuffer<MapData>,
+    mut fds: Vec<AsyncFd<aya::maps::perf::PerfEventArrayBuffer<MapData>>>,
+    poll: std::time::Duration,
     clock: Clock,
     stats: Arc<ReaderStats>,
     tx: mpsc::Sender<Batch>,
 ) -> anyhow::Result<()> {
-    let mut fd = register(buf)?;
     let mut scratch = Vec::new();
+    let mut ticker = tokio::time::interval(poll);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut guard = fd.readable_mut().await?;
-        let mut batch = Vec::new();
-        let _ = guard.get_inner_mut().try_fold((), |(), ev| {
-            match ev {
-                PerfEvent::Sample { head, tail } => {
-                    if tail.is_empty() {
-                        handle(head, &clock, &stats, &mut batch);
-                    } else {
-                        scratch.clear();
-                        scratch.extend_from_slice(head);
-                        scratch.extend_from_slice(tail);
-                        handle(&scratch, &clock, &stats, &mut batch);
+        tokio::select! {
+            () = std::future::poll_fn(|cx| {
+                for fd in &fds {
+                    if let std::task::Poll::Ready(Ok(mut g)) = fd.poll_read_ready(cx) {
+                        g.clear_ready();
+                        return std::task::Poll::Ready(());
                     }
                 }
-                PerfEvent::Lost { count } => {
-                    stats.perf_lost.fetch_add(count, Ordering::Relaxed);
+                std::task::Poll::Pending
+            }) => {}
+            _ = ticker.tick() => {}
+        }
+        let mut batch = Vec::new();
+        for fd in &mut fds {
+            let _ = fd.get_mut().try_fold((), |(), ev| {
+                match ev {
+                    PerfEvent::Sample { head, tail } => {
+                        if tail.is_empty() {
+                            handle(head, &clock, &stats, &mut batch);
+                        } else {
+                            scratch.clear();
+                            scratch.extend_from_slice(head);
+                            scratch.extend_from_slice(tail);
+                            handle(&scratch, &clock, &stats, &mut batch);
+                        }
+                    }
+                    PerfEvent::Lost { count } => {
+                        stats.perf_lost.fetch_add(count, Ordering::Relaxed);
+                    }
                 }
-            }
-            ControlFlow::<(), ()>::Continue(())
-        });
-        guard.clear_ready();
+                ControlFlow::<(), ()>::Continue(())
+            });
+        }
+        batch.sort_by_key(|e| e.ktime_ns);
         if !batch.is_empty() && tx.send(batch).await.is_err() {
             return Ok(());
         }

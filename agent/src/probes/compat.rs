@@ -74,6 +74,7 @@ pub fn table() -> Vec<ProbeSpec> {
         tp("sys_exit_execve", "syscalls", EXEC, RET),
         tp("sys_enter_execveat", "syscalls", EXEC, &[("fd", 16), ("filename", 24), ("argv", 32)]),
         tp("sys_exit_execveat", "syscalls", EXEC, RET),
+        tp("sched_process_exec", "sched", EXEC, &[("pid", 12), ("old_pid", 16)]),
         tp("task_newtask", "task", FORK, &[("pid", 8), ("clone_flags", 32)]),
         tp("sched_process_exit", "sched", PROC, &[("pid", 24)]),
         tp("sys_enter_exit_group", "syscalls", PROC, &[("error_code", 16)]),

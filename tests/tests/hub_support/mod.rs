@@ -1,0 +1,692 @@
+//! Support of `hub.rs`: a real mosquitto on loopback ports, a real MQTT
+//! subscriber (rumqttc), `shrike run` as a child process, a test PKI made with
+//! openssl, the message schemas, and a fake IoT Hub endpoint over TLS that
+//! reads the CONNECT packet (to check the SAS token mosquitto cannot check).
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Condvar, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use jsonschema::{Draft, Retrieve, Uri, Validator};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// Polls `f` every 20 ms until it holds or `limit` passes; returns whether it held.
+pub fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
+}
+
+// ---------------------------------------------------------------------------
+// mosquitto
+
+/// A mosquitto with its config, persistence and log in `dir`. The first
+/// listener (`port`) is plain and anonymous (the subscriber's); `extra` adds
+/// listeners with their own settings (`per_listener_settings true`). Stopped
+/// (SIGTERM, then SIGKILL) when dropped.
+pub struct Broker {
+    dir: PathBuf,
+    conf: PathBuf,
+    pub port: u16,
+    ports: Vec<u16>,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start(dir: &Path, extra: &str, extra_ports: &[u16]) -> Broker {
+        assert!(
+            Path::new(MOSQUITTO).exists(),
+            "{MOSQUITTO} is missing: install the Debian package mosquitto"
+        );
+        let dir = dir.join("broker");
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = shrike_tests::free_port("127.0.0.1");
+        let conf = dir.join("mosquitto.conf");
+        // `user root`: started as root, mosquitto would switch to the user
+        // `mosquitto`, which cannot write in the test's directory.
+        // Persistence keeps the subscriber's session (and the messages queued
+        // for it) across a broker restart.
+        let text = format!(
+            "per_listener_settings true\nuser root\npersistence true\npersistence_location {}/\n\
+             log_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
+             listener {port} 127.0.0.1\nallow_anonymous true\n{extra}",
+            dir.display(),
+            dir.join("mosquitto.log").display()
+        );
+        std::fs::write(&conf, text).unwrap();
+        let mut ports = vec![port];
+        ports.extend_from_slice(extra_ports);
+        let mut b = Broker { dir, conf, port, ports, child: None };
+        b.restart();
+        b
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Starts it (again, on the same ports) and waits until every listener accepts.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting mosquitto");
+        self.child = Some(child);
+        let ports = self.ports.clone();
+        let up = poll_until(Duration::from_secs(10), || {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("mosquitto exited ({st}); its log:\n{}", self.log());
+            }
+            ports.iter().all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        });
+        assert!(up, "mosquitto does not listen on {ports:?}; its log:\n{}", self.log());
+    }
+
+    /// SIGTERM (mosquitto saves its sessions), waits for the exit.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        // SAFETY: signals our own, not yet reaped, child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let done = poll_until(Duration::from_secs(5), || matches!(child.try_wait(), Ok(Some(_))));
+        if !done {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Adds a user to a mosquitto password file (created if missing).
+pub fn mosquitto_passwd(file: &Path, user: &str, password: &str) {
+    let mut cmd = Command::new("mosquitto_passwd");
+    if !file.exists() {
+        cmd.arg("-c");
+    }
+    shrike_tests::run_ok(cmd.arg("-b").arg(file).args([user, password]));
+    chmod(file, 0o600);
+}
+
+// ---------------------------------------------------------------------------
+// Subscriber
+
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!("not JSON on {}: {e}: {}", self.topic, String::from_utf8_lossy(&self.payload))
+        })
+    }
+}
+
+#[derive(Default)]
+struct SubState {
+    msgs: Vec<Received>,
+    subscribed: bool,
+}
+
+/// A QoS 1 subscriber with a persistent session (`clean_session = false`):
+/// across a broker restart it misses nothing published meanwhile.
+pub struct Subscriber {
+    client: Client,
+    shared: Arc<(Mutex<SubState>, Condvar)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Subscriber {
+    pub fn start(port: u16, filter: &str) -> Subscriber {
+        let id = shrike_tests::marker("sub");
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5))
+            .set_clean_session(false)
+            .set_max_packet_size(4 << 20, 4 << 20);
+        let (client, mut connection) = Client::new(o, 16);
+        client.subscribe(filter, QoS::AtLeastOnce).expect("queueing SUBSCRIBE");
+        let shared = Arc::new((Mutex::new(SubState::default()), Condvar::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let shared = Arc::clone(&shared);
+            let stop = Arc::clone(&stop);
+            // Detached: it ends at its next event after `stop` is set.
+            std::thread::spawn(move || {
+                for ev in connection.iter() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match ev {
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            let r = Received {
+                                topic: p.topic.clone(),
+                                payload: p.payload.to_vec(),
+                                at: Instant::now(),
+                            };
+                            shared.0.lock().unwrap().msgs.push(r);
+                            shared.1.notify_all();
+                        }
+                        Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            shared.0.lock().unwrap().subscribed = true;
+                            shared.1.notify_all();
+                        }
+                        Ok(_) => {}
+                        // The broker is away: rumqttc reconnects at the next poll.
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                    }
+                }
+            });
+        }
+        let s = Subscriber { client, shared, stop };
+        let ok = s.wait(Duration::from_secs(10), |st| st.subscribed);
+        assert!(ok, "the subscriber got no SUBACK from the broker on port {port}");
+        s
+    }
+
+    fn wait(&self, limit: Duration, mut f: impl FnMut(&SubState) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut st = self.shared.0.lock().unwrap();
+        loop {
+            if f(&st) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self.shared.1.wait_timeout(st, (deadline - now).min(Duration::from_millis(100))).unwrap().0;
+        }
+    }
+
+    /// Every message received so far.
+    pub fn messages(&self) -> Vec<Received> {
+        self.shared.0.lock().unwrap().msgs.clone()
+    }
+
+    /// Waits (at most `limit`) until `f(messages)` holds; false if it never did.
+    pub fn wait_until(&self, limit: Duration, mut f: impl FnMut(&[Received]) -> bool) -> bool {
+        self.wait(limit, |st| f(&st.msgs))
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.client.try_disconnect();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `shrike run`
+
+/// `shrike run ARGS` with its stderr collected; SIGKILLed when dropped.
+pub struct RunAgent {
+    child: Option<Child>,
+    log: Arc<(Mutex<Vec<String>>, Condvar)>,
+    reader: Option<JoinHandle<()>>,
+    pub args: Vec<String>,
+}
+
+/// Removes ANSI colour sequences from a log line.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl RunAgent {
+    /// Starts it without waiting for `shrike ready`.
+    pub fn spawn(args: &[String]) -> RunAgent {
+        let bin = shrike_tests::agent_bin();
+        let mut child = Command::new(bin)
+            .arg("run")
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env_remove("SHRIKE_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let stderr = child.stderr.take().expect("piped");
+        let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let reader = {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    log.0.lock().unwrap().push(strip_ansi(&line));
+                    log.1.notify_all();
+                }
+            })
+        };
+        RunAgent { child: Some(child), log, reader: Some(reader), args: args.to_vec() }
+    }
+
+    /// Starts it and waits (60 s at most) for `shrike ready`.
+    pub fn start(args: &[String]) -> RunAgent {
+        let mut a = RunAgent::spawn(args);
+        a.wait_ready();
+        a
+    }
+
+    pub fn wait_ready(&mut self) {
+        let ok = self.wait_log(Duration::from_secs(60), "shrike ready");
+        if !ok {
+            let running = self.running();
+            panic!(
+                "shrike run {:?} not ready (running: {running}); its log:\n{}",
+                self.args,
+                self.log().join("\n")
+            );
+        }
+    }
+
+    /// Waits until a log line contains `text`.
+    pub fn wait_log(&mut self, limit: Duration, text: &str) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut lines = self.log.0.lock().unwrap();
+        loop {
+            if lines.iter().any(|l| l.contains(text)) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            lines =
+                self.log.1.wait_timeout(lines, (deadline - now).min(Duration::from_millis(100))).unwrap().0;
+        }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.0.lock().unwrap().clone()
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    fn finish(&mut self, sig: i32, limit: Duration) -> (ExitStatus, Vec<String>) {
+        let mut child = self.child.take().expect("agent running");
+        // SAFETY: signals our own, not yet reaped, child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let mut status = None;
+        poll_until(limit, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        let status = match status {
+            Some(s) => s,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "shrike run {:?} did not exit within {limit:?}; log:\n{}",
+                    self.args,
+                    self.log().join("\n")
+                );
+            }
+        };
+        if let Some(t) = self.reader.take() {
+            let _ = t.join();
+        }
+        (status, self.log())
+    }
+
+    /// Sends SIGINT without waiting (to stop several agents at once).
+    pub fn interrupt(&self) {
+        if let Some(c) = &self.child {
+            // SAFETY: signals our own, not yet reaped, child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+        }
+    }
+
+    /// SIGINT: the agent flushes, publishes and exits 0 (asserted). Its log.
+    pub fn stop(mut self) -> Vec<String> {
+        let (status, log) = self.finish(libc::SIGINT, Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "shrike run {:?} exited with {status}; log:\n{}",
+            self.args,
+            log.join("\n")
+        );
+        log
+    }
+
+    /// SIGKILL: a crash, nothing flushed.
+    pub fn kill9(mut self) -> Vec<String> {
+        self.finish(libc::SIGKILL, Duration::from_secs(10)).1
+    }
+}
+
+impl Drop for RunAgent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `shrike run ARGS` to completion: (exit code, stderr).
+pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(shrike_tests::agent_bin())
+        .arg("run")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting shrike");
+    let mut err = String::new();
+    let mut stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let _ = stderr.read_to_string(&mut err);
+        err
+    });
+    let mut status = None;
+    let exited = poll_until(Duration::from_secs(20), || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("shrike run {args:?} did not exit within 20 s");
+    }
+    (status.and_then(|s| s.code()), strip_ansi(&reader.join().unwrap_or_default()))
+}
+
+/// `key: N` in a `Debug`-printed struct of a log line (`spool_dropped: 3`).
+pub fn stat(line: &str, key: &str) -> u64 {
+    let pat = format!("{key}: ");
+    let at = line.find(&pat).unwrap_or_else(|| panic!("no {key} in {line}")) + pat.len();
+    line[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+}
+
+/// `key=N` of a tracing log line (`messages=12`).
+pub fn field(line: &str, key: &str) -> u64 {
+    let pat = format!(" {key}=");
+    let at = line.find(&pat).unwrap_or_else(|| panic!("no {key} in {line}")) + pat.len();
+    line[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Schemas
+
+const SCHEMA_BASE: &str = "https://raw.githubusercontent.com/shrike-agent/shrike/main/agent-common/schemas/";
+
+fn read_schema(rel: &str) -> Value {
+    let path = shrike_tests::workspace_root().join("agent-common/schemas").join(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Serves `$ref`s from agent-common/schemas; nothing is fetched.
+struct LocalSchemas;
+
+impl Retrieve for LocalSchemas {
+    fn retrieve(&self, uri: &Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let uri = uri.as_str();
+        let rel = uri.strip_prefix(SCHEMA_BASE).ok_or_else(|| format!("not one of ours: {uri}"))?;
+        Ok(read_schema(rel.split('#').next().unwrap_or(rel)))
+    }
+}
+
+/// Validates against `message.schema.json` (draft-07, formats checked);
+/// panics listing the errors.
+pub fn assert_valid(msg: &Value) {
+    static V: OnceLock<Validator> = OnceLock::new();
+    let v = V.get_or_init(|| {
+        jsonschema::options()
+            .with_draft(Draft::Draft7)
+            .should_validate_formats(true)
+            .with_retriever(LocalSchemas)
+            .build(&read_schema("message.schema.json"))
+            .expect("message.schema.json")
+    });
+    let errors: Vec<String> = v.iter_errors(msg).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "invalid message: {errors:#?}\n{msg:#}");
+}
+
+/// Every event of every message, deduplicated by `Id` (at-least-once delivery
+/// may repeat a message: a repeated Id must carry identical content). Also
+/// validates every message. Returns (events, duplicates seen).
+pub fn unique_events(msgs: &[Received]) -> (Vec<Value>, usize) {
+    let mut seen: HashMap<String, Value> = HashMap::new();
+    let mut out = Vec::new();
+    let mut dups = 0;
+    for m in msgs {
+        let v = m.json();
+        assert_valid(&v);
+        for ev in v["Events"].as_array().expect("Events") {
+            let id = ev["Id"].as_str().expect("event Id").to_owned();
+            match seen.get(&id) {
+                Some(prev) => {
+                    assert_eq!(prev, ev, "event {id} received twice with different content");
+                    dups += 1;
+                }
+                None => {
+                    seen.insert(id, ev.clone());
+                    out.push(ev.clone());
+                }
+            }
+        }
+    }
+    (out, dups)
+}
+
+/// The payload item of a ProcessCreate event whose command line is exactly
+/// `/bin/true {words}`... starting with `/bin/true {marker}`.
+pub fn marked_create<'a>(ev: &'a Value, marker: &str) -> Option<&'a Value> {
+    if ev["Name"] != "ProcessCreate" {
+        return None;
+    }
+    let item = &ev["Payload"][0];
+    let cl = item["CommandLine"].as_str()?;
+    let rest = cl.strip_prefix("/bin/true ")?;
+    (rest == marker || rest.starts_with(&format!("{marker} "))).then_some(item)
+}
+
+/// HitCount of an aggregated payload item, 1 for a single event.
+pub fn hits(item: &Value) -> u64 {
+    match item["ExtraDetails"]["HitCount"].as_str() {
+        Some(h) => h.parse().expect("HitCount is a number"),
+        None => 1,
+    }
+}
+
+/// Runs `/bin/true ARGS` to completion.
+pub fn run_true(args: &[&str]) {
+    let st = Command::new("/bin/true").args(args).status().expect("spawning /bin/true");
+    assert!(st.success());
+}
+
+// ---------------------------------------------------------------------------
+// Test PKI
+
+/// CA `ca.pem`, server `server.pem`/`server.key` (SAN localhost and
+/// 127.0.0.1), client `client.pem`/`client.key`, made with openssl in `dir`.
+pub fn make_pki(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let openssl = |args: &[&str]| {
+        shrike_tests::run_ok(Command::new("openssl").args(args).current_dir(dir));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=shrike-hub-test-ca", "-days", "2"],
+        ]
+        .concat(),
+    );
+    for (name, ext) in [
+        ("server", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let (key, csr, pem, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        openssl(
+            &[&["req"], &ec[..], &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &pem,
+            "-extfile",
+            &ext,
+        ]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A fake IoT Hub endpoint: TLS, reads CONNECT, answers CONNACK, reads the
+// first PUBLISH.
+
+pub struct Captured {
+    pub connect: rumqttc::Connect,
+    pub publish: Option<rumqttc::Publish>,
+}
+
+/// Serves one connection on `listener` (TLS with `cert`/`key`), within `limit`.
+pub fn fake_hub(
+    listener: TcpListener,
+    cert: PathBuf,
+    key: PathBuf,
+    limit: Duration,
+) -> JoinHandle<Result<Captured, String>> {
+    std::thread::spawn(move || {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+            .map_err(|e| e.to_string())?
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| e.to_string())?;
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + limit;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let sock = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => return Err(format!("no connection: {e}")),
+            }
+        };
+        sock.set_nonblocking(false).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        let conn = rustls::ServerConnection::new(Arc::new(config)).map_err(|e| e.to_string())?;
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let mut buf = bytes::BytesMut::new();
+        let mut next =
+            |tls: &mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>| -> Result<Packet, String> {
+                loop {
+                    match Packet::read(&mut buf, 1 << 20) {
+                        Ok(p) => return Ok(p),
+                        Err(rumqttc::Error::InsufficientBytes(_)) => {}
+                        Err(e) => return Err(format!("bad packet: {e}")),
+                    }
+                    let mut chunk = [0u8; 4096];
+                    let n = tls.read(&mut chunk).map_err(|e| format!("reading: {e}"))?;
+                    if n == 0 {
+                        return Err("connection closed".into());
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            };
+        let connect = match next(&mut tls)? {
+            Packet::Connect(c) => c,
+            other => return Err(format!("first packet is not CONNECT: {other:?}")),
+        };
+        // CONNACK, accepted, no session present.
+        tls.write_all(&[0x20, 0x02, 0x00, 0x00]).map_err(|e| e.to_string())?;
+        tls.flush().map_err(|e| e.to_string())?;
+        let mut publish = None;
+        while Instant::now() < deadline {
+            match next(&mut tls) {
+                Ok(Packet::Publish(p)) => {
+                    publish = Some(p);
+                    break;
+                }
+                Ok(Packet::PingReq) => {
+                    let _ = tls.write_all(&[0xd0, 0x00]);
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        Ok(Captured { connect, publish })
+    })
+}

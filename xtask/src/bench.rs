@@ -1,0 +1,1889 @@
+//! `cargo xtask bench [--quick] [--out DIR]`: Shrike side by side with no
+//! agent, auditd, bpftrace and libbpf-tools' execsnoop on the same workloads.
+//!
+//! Configurations run in alternation (A B C... A B C...) for several rounds;
+//! each round starts the configuration, runs every workload, stops it and
+//! counts what it reported. Workloads are generated here, bounded in count and
+//! time, loopback only:
+//! - `exec_tiny` / `exec_true`: fork+exec of a tiny static binary (built here
+//!   with rustc) and of /bin/true, with a marker argument, on two threads;
+//! - `connect`: loopback TCP connect/accept/close (RST on close, so no
+//!   TIME_WAIT piles up); `connect_closed`: connects to a closed port;
+//! - `login`: PAM logins with pamtester (half succeed, half fail) against a
+//!   PAM service and user the bench creates and removes;
+//! - `mixed`: stress-ng `--exec` + `--sock` with bounded ops.
+//!
+//! Then, with Shrike alone: latency from exec to broker delivery of
+//! high-priority events, and the highest rate without kernel loss (rate
+//! doubled until `kernel_lost` > 0). Results: a table on stdout,
+//! `bench.json`, `throughput.png`, `loss.png` and `results.md` in `--out`.
+//!
+//! Needs root; installs missing Debian packages (mosquitto, auditd, bpftrace,
+//! libbpf-tools, pamtester, stress-ng) with apt-get. A peer that cannot run is
+//! reported with the reason.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fs,
+    io::Write,
+    net::{TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Few rounds and small counts (under 2 minutes; the harness check CI runs).
+    #[arg(long)]
+    quick: bool,
+    /// Where bench.json, the plots and results.md go (default: target/bench,
+    /// target/bench-quick with --quick, so a CI check keeps the full results).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Rounds per configuration (default: 5, 2 with --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// The agent binary to measure (default: `cargo build --release`, or the
+    /// debug build with --quick).
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// Configurations to run, comma-separated (default: all):
+    /// none, shrike, auditd, bpftrace, execsnoop.
+    #[arg(long, value_delimiter = ',')]
+    configs: Vec<String>,
+    /// Skip the latency and max-rate phases.
+    #[arg(long)]
+    no_extra: bool,
+}
+
+const CONFIGS: &[&str] = &["none", "shrike", "auditd", "bpftrace", "execsnoop"];
+const PAM_SERVICE: &str = "shrike-bench";
+const BENCH_USER: &str = "shrikebench";
+const BENCH_PASSWORD: &str = "Bench-pw-42";
+const TOPIC_ID: &str = "shrike-bench";
+
+/// Debian packages the bench drives: (binary, package).
+const PACKAGES: &[(&str, &str)] = &[
+    ("/usr/sbin/mosquitto", "mosquitto"),
+    ("/usr/bin/mosquitto_sub", "mosquitto-clients"),
+    ("/usr/sbin/auditd", "auditd"),
+    ("/usr/bin/bpftrace", "bpftrace"),
+    ("/usr/sbin/execsnoop", "libbpf-tools"),
+    ("/usr/sbin/bpftool", "bpftool"),
+    ("/usr/bin/pamtester", "pamtester"),
+    ("/usr/bin/stress-ng", "stress-ng"),
+];
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+fn now_mono_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn now_real_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn output(prog: &str, args: &[&str]) -> anyhow::Result<String> {
+    let o = Command::new(prog).args(args).output().with_context(|| format!("running {prog}"))?;
+    if !o.status.success() {
+        bail!("{prog} {args:?}: {} {}", o.status, String::from_utf8_lossy(&o.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn quiet(prog: &str, args: &[&str]) -> bool {
+    Command::new(prog)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let i = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
+    s[i.min(s.len() - 1)]
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// utime+stime of `pid` in ns (clock ticks of 10 ms).
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * 1_000_000_000 / hz)
+}
+
+fn status_kb(pid: u32, key: &str) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line[key.len() + 1..].split_whitespace().next()?.parse().ok()
+}
+
+fn wait_file(path: &Path, limit: Duration, pred: impl Fn(&str) -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if fs::read_to_string(path).is_ok_and(|s| pred(&s)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions; pid is our child's.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// SIGINT (or `sig`) then SIGKILL after `limit`; waits for the exit.
+fn stop_child(child: &mut Child, sig: i32, limit: Duration) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    signal(child.id(), sig);
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn spawn_logged(cmd: &mut Command, out: &Path, err: &Path) -> anyhow::Result<Child> {
+    cmd.env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(out)?)
+        .stderr(fs::File::create(err)?)
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))
+}
+
+// ---------------------------------------------------------------------------
+// BPF program statistics (kernel.bpf_stats_enabled + bpftool)
+
+#[derive(Clone, Debug)]
+struct Prog {
+    name: String,
+    run_ns: u64,
+    runs: u64,
+}
+
+fn progs() -> BTreeMap<u64, Prog> {
+    let mut out = BTreeMap::new();
+    let Ok(text) = output("bpftool", &["prog", "show", "--json"]) else { return out };
+    let Ok(Value::Array(v)) = serde_json::from_str::<Value>(&text) else { return out };
+    for p in v {
+        let Some(id) = p["id"].as_u64() else { continue };
+        out.insert(
+            id,
+            Prog {
+                name: p["name"].as_str().unwrap_or("?").to_owned(),
+                run_ns: p["run_time_ns"].as_u64().unwrap_or(0),
+                runs: p["run_cnt"].as_u64().unwrap_or(0),
+            },
+        );
+    }
+    out
+}
+
+/// Per-program cost between two snapshots, for the programs in `ids`.
+fn prog_costs(
+    ids: &HashSet<u64>,
+    before: &BTreeMap<u64, Prog>,
+    after: &BTreeMap<u64, Prog>,
+    events: u64,
+) -> Value {
+    let mut list = Vec::new();
+    let mut total = 0u64;
+    for id in ids {
+        let (Some(b), Some(a)) = (before.get(id), after.get(id)) else { continue };
+        let runs = a.runs.saturating_sub(b.runs);
+        let ns = a.run_ns.saturating_sub(b.run_ns);
+        total += ns;
+        if runs > 0 {
+            list.push(json!({"id": id, "name": a.name, "runs": runs, "ns_per_run": ns as f64 / runs as f64,
+                "ns_per_event": ns as f64 / events.max(1) as f64}));
+        }
+    }
+    list.sort_by(|a, b| {
+        b["ns_per_event"].as_f64().unwrap_or(0.0).total_cmp(&a["ns_per_event"].as_f64().unwrap_or(0.0))
+    });
+    json!({"total_ns_per_event": total as f64 / events.max(1) as f64, "programs": list})
+}
+
+// ---------------------------------------------------------------------------
+// Workloads
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wl {
+    ExecTiny,
+    ExecTrue,
+    Connect,
+    ConnectClosed,
+    Login,
+    Mixed,
+}
+
+impl Wl {
+    const ALL: [Wl; 6] = [Wl::ExecTiny, Wl::ExecTrue, Wl::Connect, Wl::ConnectClosed, Wl::Login, Wl::Mixed];
+    fn name(self) -> &'static str {
+        match self {
+            Wl::ExecTiny => "exec_tiny",
+            Wl::ExecTrue => "exec_true",
+            Wl::Connect => "connect",
+            Wl::ConnectClosed => "connect_closed",
+            Wl::Login => "login",
+            Wl::Mixed => "mixed",
+        }
+    }
+}
+
+/// What one workload run did.
+#[derive(Clone, Debug)]
+struct Done {
+    wl: Wl,
+    /// Events the generator made (execs, connects, logins); 0 when unknown.
+    generated: u64,
+    secs: f64,
+    /// Operations (events for the generated workloads, stress-ng ops for `mixed`).
+    ops: u64,
+    /// Operations per second.
+    rate: f64,
+    /// Exec marker argument, or the connect port as text.
+    marker: String,
+    /// Time window, monotonic and wall clock (ns).
+    mono: (u64, u64),
+    real: (u64, u64),
+}
+
+struct Counts {
+    exec: u64,
+    connect: u64,
+    login: u64,
+    mixed_ops: u64,
+}
+
+impl Counts {
+    fn new(quick: bool) -> Counts {
+        if quick {
+            Counts { exec: 400, connect: 3000, login: 10, mixed_ops: 200 }
+        } else {
+            Counts { exec: 4000, connect: 30000, login: 60, mixed_ops: 1000 }
+        }
+    }
+}
+
+/// Runs `n` execs of `bin MARKER` on `workers` threads.
+fn exec_storm(bin: &Path, n: u64, workers: u64, marker: &str) -> u64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..workers)
+        .map(|w| {
+            let bin = bin.to_path_buf();
+            let marker = marker.to_owned();
+            let done = Arc::clone(&done);
+            let share = n / workers + u64::from(w < n % workers);
+            std::thread::spawn(move || {
+                for _ in 0..share {
+                    let ok = Command::new(&bin)
+                        .arg(&marker)
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok();
+                    if ok {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    done.load(Ordering::Relaxed)
+}
+
+/// Closes with RST (SO_LINGER 0): the client's port is free at once.
+fn close_rst(s: TcpStream) {
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt reads `l` for its size; the fd is open.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}
+
+/// A loopback listener with a deep accept queue (std's is 128: two
+/// connecting threads overflow it and SYNs wait 1 s for a retry).
+fn listener() -> TcpListener {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a socket we create and own; the address
+    // is a local sockaddr_in of the right size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut a: libc::sockaddr_in = std::mem::zeroed();
+        a.sin_family = libc::AF_INET as libc::sa_family_t;
+        a.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let r = libc::bind(
+            fd,
+            (&a as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert!(r == 0, "bind: {}", std::io::Error::last_os_error());
+        assert!(libc::listen(fd, 4096) == 0, "listen: {}", std::io::Error::last_os_error());
+        TcpListener::from_raw_fd(fd)
+    }
+}
+
+/// Accepts and closes connections on a thread until the returned closure is
+/// called (it shuts the listener down, which wakes accept: no extra connect).
+fn acceptor(l: TcpListener) -> impl FnOnce() {
+    let fd = l.as_raw_fd();
+    let t = std::thread::spawn(move || {
+        for s in l.incoming() {
+            if s.is_err() {
+                break;
+            }
+        }
+    });
+    move || {
+        // SAFETY: the listener is still open (owned by the thread until it ends).
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        let _ = t.join();
+    }
+}
+
+/// `n` loopback connects on `workers` threads to a listener (accepting and
+/// closing) or, with `closed`, to a port nobody listens on. Returns (attempts, port).
+fn connect_storm(n: u64, workers: u64, closed: bool) -> (u64, u16) {
+    let l = listener();
+    let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+    let stop: Option<Box<dyn FnOnce()>> = if closed {
+        drop(l);
+        None
+    } else {
+        Some(Box::new(acceptor(l)))
+    };
+    let done = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..workers)
+        .map(|w| {
+            let done = Arc::clone(&done);
+            let share = n / workers + u64::from(w < n % workers);
+            std::thread::spawn(move || {
+                for _ in 0..share {
+                    match TcpStream::connect(("127.0.0.1", port)) {
+                        Ok(s) => {
+                            close_rst(s);
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) if closed => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    if let Some(stop) = stop {
+        stop();
+    }
+    (done.load(Ordering::Relaxed), port)
+}
+
+/// `n` pamtester logins, alternately with the right and a wrong password.
+fn login_storm(n: u64) -> u64 {
+    let mut done = 0;
+    for i in 0..n {
+        let pw = if i % 2 == 0 { BENCH_PASSWORD } else { "wrong-password" };
+        let Ok(mut child) = Command::new("pamtester")
+            .args([PAM_SERVICE, BENCH_USER, "authenticate"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            continue;
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = writeln!(stdin, "{pw}");
+        }
+        if child.wait().is_ok() {
+            done += 1;
+        }
+    }
+    done
+}
+
+struct Env {
+    tiny: PathBuf,
+    login_ok: Result<(), String>,
+    stress_ng: bool,
+    counts: Counts,
+}
+
+fn run_workload(env: &Env, wl: Wl, round: usize, config: &str) -> Option<Done> {
+    let marker = format!("sbm{}{}{}", wl.name().replace('_', ""), config, round);
+    let (m0, r0, t0) = (now_mono_ns(), now_real_ns(), Instant::now());
+    let (generated, marker, ops) = match wl {
+        Wl::ExecTiny => {
+            let n = exec_storm(&env.tiny, env.counts.exec, 2, &marker);
+            (n, marker, n)
+        }
+        Wl::ExecTrue => {
+            let n = exec_storm(Path::new("/bin/true"), env.counts.exec, 2, &marker);
+            (n, marker, n)
+        }
+        Wl::Connect | Wl::ConnectClosed => {
+            let (n, port) = connect_storm(env.counts.connect, 2, wl == Wl::ConnectClosed);
+            (n, port.to_string(), n)
+        }
+        Wl::Login => {
+            env.login_ok.as_ref().ok()?;
+            let n = login_storm(env.counts.login);
+            (n, BENCH_USER.to_owned(), n)
+        }
+        Wl::Mixed => {
+            if !env.stress_ng {
+                return None;
+            }
+            let ops = env.counts.mixed_ops.to_string();
+            let ok = quiet(
+                "stress-ng",
+                &[
+                    "--exec",
+                    "2",
+                    "--exec-ops",
+                    &ops,
+                    "--sock",
+                    "1",
+                    "--sock-ops",
+                    &ops,
+                    "--timeout",
+                    "60s",
+                    "--quiet",
+                ],
+            );
+            if !ok {
+                return None;
+            }
+            (0, String::new(), env.counts.mixed_ops * 2)
+        }
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    Some(Done {
+        wl,
+        generated,
+        secs,
+        ops,
+        rate: ops as f64 / secs.max(1e-9),
+        marker,
+        mono: (m0, now_mono_ns()),
+        real: (r0, now_real_ns()),
+    })
+}
+
+/// Builds a tiny static binary (`fn main(){}`, crt-static); /bin/true if rustc fails.
+fn build_tiny(dir: &Path) -> PathBuf {
+    let src = dir.join("tiny.rs");
+    let bin = dir.join("tiny");
+    if fs::write(&src, "fn main() {}\n").is_ok() {
+        let ok = Command::new("rustc")
+            .args([
+                "-O",
+                "-C",
+                "target-feature=+crt-static",
+                "-C",
+                "panic=abort",
+                "-C",
+                "strip=symbols",
+                "-o",
+            ])
+            .arg(&bin)
+            .arg(&src)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return bin;
+        }
+    }
+    eprintln!("bench: could not build the tiny static binary; using /bin/true for exec_tiny");
+    PathBuf::from("/bin/true")
+}
+
+// ---------------------------------------------------------------------------
+// Setup: packages, PAM service, user
+
+fn install_packages() -> Vec<String> {
+    let missing: Vec<&str> =
+        PACKAGES.iter().filter(|(b, _)| !Path::new(b).exists()).map(|(_, p)| *p).collect();
+    if missing.is_empty() {
+        return Vec::new();
+    }
+    eprintln!("bench: installing {}", missing.join(" "));
+    let _ = quiet("apt-get", &["update", "-qq"]);
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("bench: apt-get install {} failed", missing.join(" "));
+    }
+    PACKAGES.iter().filter(|(b, _)| !Path::new(b).exists()).map(|(_, p)| (*p).to_owned()).collect()
+}
+
+fn setup_login() -> Result<(), String> {
+    if !Path::new("/usr/bin/pamtester").exists() {
+        return Err("pamtester is not installed".into());
+    }
+    fs::write(
+        format!("/etc/pam.d/{PAM_SERVICE}"),
+        "# Installed by `cargo xtask bench`; removed when it ends.\nauth required pam_unix.so nodelay\naccount required pam_unix.so\n",
+    )
+    .map_err(|e| format!("writing /etc/pam.d/{PAM_SERVICE}: {e}"))?;
+    let _ = quiet("userdel", &["-r", BENCH_USER]);
+    if !quiet("useradd", &["-M", "-s", "/usr/sbin/nologin", BENCH_USER]) {
+        return Err("useradd failed".into());
+    }
+    let mut c =
+        Command::new("chpasswd").stdin(Stdio::piped()).spawn().map_err(|e| format!("chpasswd: {e}"))?;
+    if let Some(mut i) = c.stdin.take() {
+        let _ = writeln!(i, "{BENCH_USER}:{BENCH_PASSWORD}");
+    }
+    if !c.wait().is_ok_and(|s| s.success()) {
+        return Err("chpasswd failed".into());
+    }
+    Ok(())
+}
+
+fn teardown_login() {
+    let _ = fs::remove_file(format!("/etc/pam.d/{PAM_SERVICE}"));
+    let _ = quiet("userdel", &[BENCH_USER]);
+}
+
+// ---------------------------------------------------------------------------
+// Broker and subscriber
+
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> anyhow::Result<Broker> {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        fs::write(
+            &conf,
+            format!(
+                "user root\npersistence false\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
+            ),
+        )?;
+        let child = spawn_logged(
+            Command::new("mosquitto").arg("-c").arg(&conf),
+            &dir.join("mosquitto.out"),
+            &dir.join("mosquitto.log"),
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("mosquitto did not listen on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Broker { child, port })
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, libc::SIGTERM, Duration::from_secs(3));
+    }
+}
+
+/// mosquitto_sub printing `unix_time payload_len topic payload` per message.
+struct Sub {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(2));
+    }
+}
+
+impl Sub {
+    fn start(port: u16, dir: &Path, tag: &str) -> anyhow::Result<Sub> {
+        let out = dir.join(format!("sub-{tag}.txt"));
+        let p = port.to_string();
+        let child = spawn_logged(
+            Command::new("mosquitto_sub").args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &p,
+                "-q",
+                "1",
+                "-t",
+                "shrike/#",
+                "-F",
+                "%U %l %t %p",
+            ]),
+            &out,
+            &dir.join(format!("sub-{tag}.err")),
+        )?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Sub { child, out })
+    }
+
+    /// Stops the subscriber; (receipt unix time s, payload length, payload JSON).
+    fn finish(mut self) -> Vec<(f64, u64, Value)> {
+        stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(2));
+        let text = fs::read_to_string(&self.out).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let mut it = l.splitn(4, ' ');
+                let t = it.next()?.parse().ok()?;
+                let n = it.next()?.parse().ok()?;
+                let _topic = it.next()?;
+                let v = serde_json::from_str(it.next()?).ok()?;
+                Some((t, n, v))
+            })
+            .collect()
+    }
+}
+
+fn hits(item: &Value) -> u64 {
+    item["ExtraDetails"]["HitCount"]
+        .as_str()
+        .and_then(|h| h.parse().ok())
+        .or_else(|| item["ExtraDetails"]["HitCount"].as_u64())
+        .unwrap_or(1)
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    }
+}
+
+/// Does a Shrike message event belong to workload run `d`?
+fn shrike_match(d: &Done, ev: &Value) -> bool {
+    let name = ev["Name"].as_str().unwrap_or("");
+    let item = &ev["Payload"][0];
+    match d.wl {
+        Wl::ExecTiny | Wl::ExecTrue => {
+            name == "ProcessCreate" && text_of(&item["CommandLine"]).split(' ').any(|w| w == d.marker)
+        }
+        Wl::Connect | Wl::ConnectClosed => {
+            name == "ConnectionCreate"
+                && text_of(&item["RemotePort"]) == d.marker
+                && text_of(&item["Direction"]).eq_ignore_ascii_case("out")
+        }
+        Wl::Login => name == "Login" && text_of(&item["UserName"]) == d.marker,
+        Wl::Mixed => false,
+    }
+}
+
+/// Per workload run: (received hits, payload bytes attributed).
+fn shrike_received(msgs: &[(f64, u64, Value)], runs: &[Done]) -> Vec<(u64, f64)> {
+    let mut out = vec![(0u64, 0f64); runs.len()];
+    let mut seen = HashSet::new();
+    for (_, len, m) in msgs {
+        let Some(evs) = m["Events"].as_array() else { continue };
+        let n = evs.len().max(1) as f64;
+        for ev in evs {
+            let id = text_of(&ev["Id"]);
+            if !seen.insert(id) {
+                continue;
+            }
+            for (i, d) in runs.iter().enumerate() {
+                if shrike_match(d, ev) {
+                    out[i].0 += hits(&ev["Payload"][0]);
+                    out[i].1 += *len as f64 / n;
+                }
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Configurations
+
+struct Running {
+    name: String,
+    child: Option<Child>,
+    pid: Option<u32>,
+    dir: PathBuf,
+    prog_ids: HashSet<u64>,
+    sub: Option<Sub>,
+    audit_log: PathBuf,
+    audit_lost_before: u64,
+}
+
+fn new_progs(before: &BTreeMap<u64, Prog>) -> HashSet<u64> {
+    progs().keys().filter(|id| !before.contains_key(id)).copied().collect()
+}
+
+/// The BPF programs `pid` holds (prog and link fds: `prog_id:` in fdinfo).
+/// Other agents loaded meanwhile (other people's tests) are not counted.
+fn pid_prog_ids(pid: u32) -> HashSet<u64> {
+    let mut ids = HashSet::new();
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return ids };
+    for e in dir.flatten() {
+        let Ok(text) = fs::read_to_string(e.path()) else { continue };
+        for l in text.lines() {
+            if let Some(id) = l.strip_prefix("prog_id:").and_then(|v| v.trim().parse().ok()) {
+                ids.insert(id);
+            }
+        }
+    }
+    ids
+}
+
+fn bpftrace_script(libpam: &str) -> String {
+    let mut s = String::from(
+        "tracepoint:syscalls:sys_enter_execve { printf(\"exec %d %llu %s\\n\", pid, nsecs, str(args->filename)); join(args->argv); }\n\
+         tracepoint:syscalls:sys_exit_connect { printf(\"connect %d %llu %d\\n\", pid, nsecs, args->ret); }\n\
+         tracepoint:syscalls:sys_exit_accept4 { printf(\"accept %d %llu %d\\n\", pid, nsecs, args->ret); }\n\
+         tracepoint:sched:sched_process_fork { printf(\"fork %d %llu %d\\n\", pid, nsecs, args->child_pid); }\n\
+         tracepoint:sched:sched_process_exit { printf(\"exit %d %llu\\n\", pid, nsecs); }\n\
+         tracepoint:syscalls:sys_enter_setuid,tracepoint:syscalls:sys_enter_setresuid,tracepoint:syscalls:sys_enter_setgid,tracepoint:syscalls:sys_enter_setresgid { printf(\"priv %d %llu\\n\", pid, nsecs); }\n",
+    );
+    if !libpam.is_empty() {
+        s.push_str(&format!(
+            "uretprobe:{libpam}:pam_authenticate {{ printf(\"login %d %llu %d\\n\", pid, nsecs, retval); }}\n"
+        ));
+    }
+    s
+}
+
+fn libpam_path() -> String {
+    output("ldconfig", &["-p"])
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.contains("libpam.so.0 "))
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+/// Starts configuration `name`; Err(reason) when it cannot run here.
+fn start_config(
+    name: &str,
+    agent: &Path,
+    broker: Option<&Broker>,
+    dir: &Path,
+    round: usize,
+) -> Result<Running, String> {
+    let dir = dir.join(format!("{name}-{round}"));
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let before = progs();
+    let mut r = Running {
+        name: name.to_owned(),
+        child: None,
+        pid: None,
+        dir: dir.clone(),
+        prog_ids: HashSet::new(),
+        sub: None,
+        audit_log: PathBuf::new(),
+        audit_lost_before: 0,
+    };
+    let out = dir.join("stdout");
+    let err = dir.join("stderr");
+    match name {
+        "none" => return Ok(r),
+        "shrike" => {
+            let broker = broker.ok_or("no mosquitto broker")?;
+            r.sub = Some(Sub::start(broker.port, &dir, "shrike").map_err(|e| e.to_string())?);
+            let hub = format!("mqtt://127.0.0.1:{}", broker.port);
+            let mut c = Command::new(agent);
+            c.args([
+                "run",
+                "--hub",
+                &hub,
+                "--client-id",
+                TOPIC_ID,
+                "--low-interval",
+                "1s",
+                "--high-interval",
+                "1s",
+            ])
+            .args(["--aggregate-interval", "1s", "--log", "info"])
+            .arg("--spool-dir")
+            .arg(dir.join("spool"))
+            .arg("--agent-id-file")
+            .arg(dir.join("agent-id"));
+            let child = spawn_logged(&mut c, &out, &err).map_err(|e| e.to_string())?;
+            r.pid = Some(child.id());
+            r.child = Some(child);
+            if !wait_file(&err, Duration::from_secs(30), |s| s.contains("shrike ready")) {
+                let log = fs::read_to_string(&err).unwrap_or_default();
+                stop_config(r);
+                return Err(format!(
+                    "shrike run did not log `shrike ready` in 30 s: {}",
+                    last_lines(&log, 3)
+                ));
+            }
+        }
+        "bpftrace" => {
+            let script = dir.join("bench.bt");
+            fs::write(&script, bpftrace_script(&libpam_path())).map_err(|e| e.to_string())?;
+            let child =
+                spawn_logged(Command::new("bpftrace").arg(&script), &out, &err).map_err(|e| e.to_string())?;
+            r.pid = Some(child.id());
+            r.child = Some(child);
+            if !wait_file(&out, Duration::from_secs(60), |s| s.contains("Attaching")) {
+                let log = fs::read_to_string(&err).unwrap_or_default();
+                stop_config(r);
+                return Err(format!("bpftrace did not attach in 60 s: {}", last_lines(&log, 3)));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        "execsnoop" => {
+            let child =
+                spawn_logged(Command::new("execsnoop").arg("-T"), &out, &err).map_err(|e| e.to_string())?;
+            r.pid = Some(child.id());
+            r.child = Some(child);
+            if !wait_file(&out, Duration::from_secs(30), |s| s.contains("PID")) {
+                let log = fs::read_to_string(&err).unwrap_or_default();
+                stop_config(r);
+                return Err(format!("execsnoop printed no header in 30 s: {}", last_lines(&log, 3)));
+            }
+        }
+        "auditd" => {
+            output("auditctl", &["-s"])
+                .map_err(|e| format!("the kernel's audit interface does not answer: {e}"))?;
+            r.audit_log = dir.join("audit.log");
+            let conf_dir = audit_conf(&dir, &r.audit_log).map_err(|e| format!("writing auditd.conf: {e}"))?;
+            let child = spawn_logged(Command::new("auditd").arg("-n").arg("-c").arg(&conf_dir), &out, &err)
+                .map_err(|e| e.to_string())?;
+            r.pid = Some(child.id());
+            r.child = Some(child);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let s = output("auditctl", &["-s"]).unwrap_or_default();
+                if s.lines().any(|l| l.starts_with("pid ") && l != "pid 0") {
+                    break;
+                }
+                if Instant::now() > deadline
+                    || r.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
+                {
+                    let log = fs::read_to_string(&err).unwrap_or_default();
+                    stop_config(r);
+                    return Err(format!("auditd did not register with the kernel: {}", last_lines(&log, 3)));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let rules: &[&[&str]] = &[
+                &["-D"],
+                &["-b", "8192"],
+                &["-a", "always,exit", "-F", "arch=b64", "-S", "execve", "-k", "sb_exec"],
+                &["-a", "always,exit", "-F", "arch=b64", "-S", "connect,accept,accept4", "-k", "sb_net"],
+                &[
+                    "-a",
+                    "always,exit",
+                    "-F",
+                    "arch=b64",
+                    "-S",
+                    "setuid,setresuid,setgid,setresgid",
+                    "-k",
+                    "sb_priv",
+                ],
+                &["-e", "1"],
+            ];
+            for rule in rules {
+                if let Err(e) = output("auditctl", rule) {
+                    stop_config(r);
+                    return Err(format!("auditctl {rule:?}: {e}"));
+                }
+            }
+            r.audit_lost_before = audit_lost();
+        }
+        other => return Err(format!("unknown configuration {other}")),
+    }
+    // The tool's own programs; new programs only if its fds show none.
+    r.prog_ids = r.pid.map(pid_prog_ids).unwrap_or_default();
+    if r.prog_ids.is_empty() && r.pid.is_some() && name != "auditd" {
+        r.prog_ids = new_progs(&before);
+        eprintln!("bench: {name}: no BPF program fds found; counting the programs loaded since its start");
+    }
+    Ok(r)
+}
+
+/// auditd.conf in `dir/auditd`: Debian's, logging to `log` with no rotation
+/// (a rotation mid-round would lose records we count) and no disk actions.
+fn audit_conf(dir: &Path, log: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let base = fs::read_to_string("/etc/audit/auditd.conf").unwrap_or_default();
+    let overrides: [(&str, String); 9] = [
+        ("log_file", log.display().to_string()),
+        ("max_log_file", "4000".into()),
+        ("max_log_file_action", "ignore".into()),
+        ("num_logs", "1".into()),
+        ("space_left_action", "ignore".into()),
+        ("admin_space_left_action", "ignore".into()),
+        ("disk_full_action", "ignore".into()),
+        ("disk_error_action", "ignore".into()),
+        ("flush", "incremental_async".into()),
+    ];
+    let mut text: String = base
+        .lines()
+        .filter(|l| {
+            let key = l.split('=').next().unwrap_or("").trim();
+            !overrides.iter().any(|(k, _)| *k == key)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for (k, v) in &overrides {
+        text.push_str(&format!("{k} = {v}\n"));
+    }
+    let conf_dir = dir.join("auditd");
+    fs::create_dir_all(&conf_dir)?;
+    let conf = conf_dir.join("auditd.conf");
+    fs::write(&conf, text)?;
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o640))?;
+    Ok(conf_dir)
+}
+
+fn audit_lost() -> u64 {
+    output("auditctl", &["-s"])
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("lost ").and_then(|n| n.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// The log without terminal colour sequences (ESC [ ... letter).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn last_lines(s: &str, n: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(n)..].join(" | ")
+}
+
+/// What a configuration reported after it stopped.
+#[derive(Default)]
+struct Report {
+    /// Per workload run: events received (None: this tool does not see them).
+    received: Vec<Option<u64>>,
+    bytes: Vec<Option<f64>>,
+    /// Lost in the kernel or the tool over the whole round.
+    lost: Option<u64>,
+    lost_detail: Value,
+}
+
+fn stop_config(mut r: Running) -> (Running, Option<String>) {
+    let mut log = None;
+    if r.name == "auditd" {
+        let _ = quiet("auditctl", &["-D"]);
+    }
+    if let Some(c) = r.child.as_mut() {
+        let sig = if r.name == "auditd" { libc::SIGTERM } else { libc::SIGINT };
+        let t = Instant::now();
+        stop_child(c, sig, Duration::from_secs(15));
+        if t.elapsed() > Duration::from_secs(2) {
+            eprintln!("bench: {} took {:.1} s to stop", r.name, t.elapsed().as_secs_f64());
+        }
+        log = fs::read_to_string(r.dir.join("stderr")).ok();
+    }
+    if r.name == "auditd" {
+        let _ = quiet("auditctl", &["-e", "0"]);
+    }
+    (r, log)
+}
+
+fn finish_config(r: Running, runs: &[Done], bench_pid: u32) -> Report {
+    let lost_before = r.audit_lost_before;
+    let (mut r, log) = stop_config(r);
+    let stdout = fs::read_to_string(r.dir.join("stdout")).unwrap_or_default();
+    let mut rep = Report::default();
+    match r.name.as_str() {
+        "shrike" => {
+            std::thread::sleep(Duration::from_millis(500));
+            let msgs = r.sub.take().map(Sub::finish).unwrap_or_default();
+            let got = shrike_received(&msgs, runs);
+            for (d, (n, b)) in runs.iter().zip(got) {
+                let seen = d.wl != Wl::Mixed;
+                rep.received.push(seen.then_some(n));
+                rep.bytes.push(seen.then(|| b / d.generated.max(1) as f64));
+            }
+            // `kernel_lost={Exec: 0, ...}` in the stop log line.
+            let log = strip_ansi(&log.unwrap_or_default());
+            let mut detail = serde_json::Map::new();
+            if let Some(line) = log.lines().rev().find(|l| l.contains("kernel_lost=")) {
+                let at = line.find("kernel_lost=").unwrap_or(0);
+                let map = &line[at..];
+                let map = &map[map.find('{').unwrap_or(0)..=map.find('}').unwrap_or(map.len() - 1)];
+                for part in map.trim_matches(|c| c == '{' || c == '}').split(',') {
+                    if let Some((k, v)) = part.split_once(':') {
+                        let v: u64 = v.trim().parse().unwrap_or(0);
+                        detail.insert(k.trim().to_owned(), json!(v));
+                    }
+                }
+                rep.lost = Some(detail.values().filter_map(Value::as_u64).sum());
+            }
+            rep.lost_detail = Value::Object(detail);
+        }
+        "bpftrace" => {
+            let mut lines_by_kind: HashMap<&str, Vec<(u32, u64)>> = HashMap::new();
+            let mut lost = 0;
+            for l in stdout.lines() {
+                let f: Vec<&str> = l.split(' ').collect();
+                if l.starts_with("Lost ") {
+                    lost += f.get(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+                    continue;
+                }
+                if let (Some(kind), Some(pid), Some(ns)) = (f.first(), f.get(1), f.get(2)) {
+                    if let (Ok(pid), Ok(ns)) = (pid.parse(), ns.parse()) {
+                        lines_by_kind.entry(kind).or_default().push((pid, ns));
+                    }
+                }
+            }
+            let in_window = |kind: &str, d: &Done, pid: Option<u32>| {
+                lines_by_kind
+                    .get(kind)
+                    .map(|v| {
+                        v.iter()
+                            .filter(|(p, t)| *t >= d.mono.0 && *t <= d.mono.1 && pid.is_none_or(|x| x == *p))
+                            .count() as u64
+                    })
+                    .unwrap_or(0)
+            };
+            for d in runs {
+                let n = match d.wl {
+                    Wl::ExecTiny | Wl::ExecTrue => {
+                        Some(stdout.lines().filter(|l| l.split(' ').any(|w| w == d.marker)).count() as u64)
+                    }
+                    Wl::Connect | Wl::ConnectClosed => Some(in_window("connect", d, Some(bench_pid))),
+                    Wl::Login => Some(in_window("login", d, None)),
+                    Wl::Mixed => None,
+                };
+                rep.received.push(n);
+                rep.bytes.push(None);
+            }
+            rep.lost = Some(lost);
+        }
+        "execsnoop" => {
+            let err = log.unwrap_or_default();
+            let lost: u64 = err
+                .lines()
+                .filter(|l| l.to_ascii_lowercase().contains("lost"))
+                .filter_map(|l| l.split_whitespace().find_map(|w| w.parse::<u64>().ok()))
+                .sum();
+            for d in runs {
+                let n = match d.wl {
+                    Wl::ExecTiny | Wl::ExecTrue => {
+                        Some(stdout.lines().filter(|l| l.split_whitespace().any(|w| w == d.marker)).count()
+                            as u64)
+                    }
+                    _ => None,
+                };
+                rep.received.push(n);
+                rep.bytes.push(None);
+            }
+            rep.lost = Some(lost);
+        }
+        "auditd" => {
+            let text = fs::read(&r.audit_log).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text).into_owned();
+            // (type, unix ns, line)
+            let recs: Vec<(&str, u64, &str)> = text
+                .lines()
+                .filter_map(|l| {
+                    let ty = l.strip_prefix("type=")?.split(' ').next()?;
+                    let ts = l.split("msg=audit(").nth(1)?.split(':').next()?;
+                    let ns = (ts.parse::<f64>().ok()? * 1e9) as u64;
+                    Some((ty, ns, l))
+                })
+                .collect();
+            let pid = format!(" pid={bench_pid} ");
+            for d in runs {
+                let win = |ns: u64| ns + 5_000_000 >= d.real.0 && ns <= d.real.1 + 5_000_000;
+                let n = match d.wl {
+                    Wl::ExecTiny | Wl::ExecTrue => {
+                        let m = format!("=\"{}\"", d.marker);
+                        Some(recs.iter().filter(|(t, _, l)| *t == "EXECVE" && l.contains(&m)).count() as u64)
+                    }
+                    Wl::Connect | Wl::ConnectClosed => Some(
+                        recs.iter()
+                            .filter(|(t, ns, l)| {
+                                *t == "SYSCALL" && l.contains("syscall=42 ") && l.contains(&pid) && win(*ns)
+                            })
+                            .count() as u64,
+                    ),
+                    Wl::Login => Some(
+                        recs.iter()
+                            .filter(|(t, ns, l)| *t == "USER_AUTH" && l.contains(BENCH_USER) && win(*ns))
+                            .count() as u64,
+                    ),
+                    Wl::Mixed => None,
+                };
+                rep.received.push(n);
+                rep.bytes.push(None);
+            }
+            rep.lost = Some(audit_lost().saturating_sub(lost_before));
+        }
+        _ => {
+            rep.received = vec![None; runs.len()];
+            rep.bytes = vec![None; runs.len()];
+        }
+    }
+    rep
+}
+
+// ---------------------------------------------------------------------------
+// Shrike-only phases: latency and max rate without loss
+
+fn latency_phase(agent: &Path, broker: &Broker, dir: &Path, quick: bool) -> anyhow::Result<Value> {
+    let dir = dir.join("latency");
+    fs::create_dir_all(&dir)?;
+    let sub = Sub::start(broker.port, &dir, "latency")?;
+    let hub = format!("mqtt://127.0.0.1:{}", broker.port);
+    let err = dir.join("stderr");
+    let mut c = Command::new(agent);
+    c.args([
+        "run",
+        "--hub",
+        &hub,
+        "--client-id",
+        TOPIC_ID,
+        "--priority",
+        "exec=high",
+        "--aggregate",
+        "exec=off",
+    ])
+    .arg("--spool-dir")
+    .arg(dir.join("spool"))
+    .arg("--agent-id-file")
+    .arg(dir.join("agent-id"));
+    let mut child = spawn_logged(&mut c, &dir.join("stdout"), &err)?;
+    if !wait_file(&err, Duration::from_secs(30), |s| s.contains("shrike ready")) {
+        stop_child(&mut child, libc::SIGINT, Duration::from_secs(10));
+        bail!("shrike run did not become ready");
+    }
+    let n = if quick { 10 } else { 100 };
+    let marker = format!("sblat{}", std::process::id());
+    let mut sent = HashMap::new();
+    for i in 0..n {
+        let t = now_real_ns();
+        sent.insert(i.to_string(), t);
+        let _ = Command::new("/bin/true").arg(&marker).arg(i.to_string()).status();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stop_child(&mut child, libc::SIGINT, Duration::from_secs(15));
+    let msgs = sub.finish();
+    let mut lat_ms = Vec::new();
+    for (at, _, m) in &msgs {
+        for ev in m["Events"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let cl = text_of(&ev["Payload"][0]["CommandLine"]);
+            let mut w = cl.split(' ');
+            if ev["Name"] == "ProcessCreate" && w.nth(1) == Some(marker.as_str()) {
+                if let Some(t) = w.next().and_then(|i| sent.remove(i)) {
+                    lat_ms.push((at * 1e3) - t as f64 / 1e6);
+                }
+            }
+        }
+    }
+    Ok(json!({
+        "spawned": n, "received": lat_ms.len(),
+        "p50_ms": percentile(&lat_ms, 50.0), "p99_ms": percentile(&lat_ms, 99.0), "max_ms": percentile(&lat_ms, 100.0),
+        "agent_args": "--priority exec=high --aggregate exec=off (default high interval)",
+    }))
+}
+
+/// Runs `f` (one op) at `rate` per second on 2 threads for `secs`; (ops, achieved rate).
+fn paced(rate: f64, secs: f64, f: impl Fn() + Send + Sync + 'static) -> (u64, f64) {
+    let f = Arc::new(f);
+    let done = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let per_thread = rate / 2.0;
+    let total = (rate * secs) as u64;
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let f = Arc::clone(&f);
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while i < total / 2 && t0.elapsed().as_secs_f64() < secs * 3.0 {
+                    let due = Duration::from_secs_f64(i as f64 / per_thread);
+                    if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    f();
+                    done.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let n = done.load(Ordering::Relaxed);
+    (n, n as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// `shrike events --kinds KIND` during `rate`-paced ops; (ops, achieved, sent, lost).
+fn rate_step(
+    agent: &Path,
+    dir: &Path,
+    kind: &str,
+    rate: f64,
+    secs: f64,
+) -> anyhow::Result<(u64, f64, u64, u64)> {
+    let out = dir.join(format!("{kind}-{rate}.out"));
+    let err = dir.join(format!("{kind}-{rate}.err"));
+    let mut child = spawn_logged(Command::new(agent).args(["events", "--kinds", kind]), &out, &err)?;
+    if !wait_file(&err, Duration::from_secs(30), |s| s.contains("shrike ready")) {
+        stop_child(&mut child, libc::SIGINT, Duration::from_secs(10));
+        bail!("shrike events did not become ready");
+    }
+    let (n, achieved) = if kind == "exec" {
+        paced(rate, secs, || {
+            let _ = Command::new("/bin/true").arg("sbrate").status();
+        })
+    } else {
+        let l = listener();
+        let port = l.local_addr()?.port();
+        let stop = acceptor(l);
+        let r = paced(rate, secs, move || {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+                close_rst(s);
+            }
+        });
+        stop();
+        r
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    stop_child(&mut child, libc::SIGINT, Duration::from_secs(15));
+    let text = fs::read_to_string(&out).unwrap_or_default();
+    let stats = text.lines().rev().find_map(|l| {
+        let v: Value = serde_json::from_str(l).ok()?;
+        (v["kind"] == "stats").then_some(v)
+    });
+    let Some(stats) = stats else { bail!("no stats line from shrike events") };
+    let sum = |v: &Value| v.as_object().map(|o| o.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
+    Ok((n, achieved, sum(&stats["kernel_sent"]), sum(&stats["kernel_lost"])))
+}
+
+fn max_rate_phase(agent: &Path, dir: &Path, quick: bool) -> Value {
+    let dir = dir.join("maxrate");
+    let _ = fs::create_dir_all(&dir);
+    let secs = if quick { 1.0 } else { 3.0 };
+    let mut out = serde_json::Map::new();
+    for (kind, start, cap) in [("exec", 1000.0, 16000.0), ("connect", 5000.0, 160000.0)] {
+        let (start, cap) = if quick { (start * 2.0, start * 2.0) } else { (start, cap) };
+        let mut steps = Vec::new();
+        let mut rate = start;
+        let mut max_ok: Option<f64> = None;
+        while rate <= cap {
+            match rate_step(agent, &dir, kind, rate, secs) {
+                Ok((n, achieved, sent, lost)) => {
+                    eprintln!(
+                        "bench: max-rate {kind} target {rate}/s achieved {achieved:.0}/s ops {n} sent {sent} lost {lost}"
+                    );
+                    steps.push(json!({"target_per_s": rate, "achieved_per_s": achieved, "ops": n,
+                        "kernel_sent": sent, "kernel_lost": lost}));
+                    if lost > 0 {
+                        break;
+                    }
+                    max_ok = Some(max_ok.map_or(achieved, |m: f64| m.max(achieved)));
+                    // The generator cannot go faster: stop doubling.
+                    if achieved < rate * 0.8 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    steps.push(json!({"target_per_s": rate, "error": e.to_string()}));
+                    break;
+                }
+            }
+            rate *= 2.0;
+        }
+        let saturated = steps.last().and_then(|s| s["kernel_lost"].as_u64()) == Some(0);
+        out.insert(
+            kind.to_owned(),
+            json!({"max_rate_without_loss_per_s": max_ok, "steps": steps,
+                "note": if saturated { "no loss up to the generator's maximum rate (or the cap)" } else { "loss at the last step" }}),
+        );
+    }
+    Value::Object(out)
+}
+
+// ---------------------------------------------------------------------------
+// Plots (text-free: plotters' bitmap backend without fonts)
+
+const COLORS: [(u8, u8, u8); 5] =
+    [(120, 120, 120), (220, 60, 40), (40, 110, 200), (60, 170, 70), (200, 150, 30)];
+
+fn plot_throughput(
+    path: &Path,
+    workloads: &[&str],
+    configs: &[String],
+    ratio: &dyn Fn(&str, &str) -> Option<f64>,
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let (w, h) = (900u32, 420u32);
+    let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right, top, bottom) = (40i32, 20i32, 20i32, 40i32);
+    let plot_h = h as i32 - top - bottom;
+    let ymax = 1.2f64;
+    let y = |v: f64| top + plot_h - ((v.min(ymax) / ymax) * plot_h as f64) as i32;
+    // Grid lines at 0.25 steps; 1.0 black, 0.95 dashed red (the target).
+    for i in 0..=4 {
+        let v = i as f64 * 0.25;
+        root.draw(&PathElement::new(vec![(left, y(v)), (w as i32 - right, y(v))], RGBColor(220, 220, 220)))?;
+    }
+    root.draw(&PathElement::new(vec![(left, y(1.0)), (w as i32 - right, y(1.0))], BLACK.stroke_width(2)))?;
+    let mut x = left;
+    while x < w as i32 - right {
+        root.draw(&PathElement::new(vec![(x, y(0.95)), (x + 6, y(0.95))], RED))?;
+        x += 12;
+    }
+    let group_w = (w as i32 - left - right) / workloads.len().max(1) as i32;
+    let bar_w = (group_w - 16) / configs.len().max(1) as i32;
+    for (gi, wl) in workloads.iter().enumerate() {
+        for (ci, c) in configs.iter().enumerate() {
+            let (r, g, b) = COLORS[CONFIGS.iter().position(|n| n == c).unwrap_or(0) % COLORS.len()];
+            let x0 = left + gi as i32 * group_w + 8 + ci as i32 * bar_w;
+            match ratio(wl, c) {
+                Some(v) => root.draw(&Rectangle::new(
+                    [(x0, y(v)), (x0 + bar_w - 2, y(0.0))],
+                    RGBColor(r, g, b).filled(),
+                ))?,
+                // Not run: a hollow marker at the bottom.
+                None => {
+                    root.draw(&Rectangle::new([(x0, y(0.05)), (x0 + bar_w - 2, y(0.0))], RGBColor(r, g, b)))?
+                }
+            }
+        }
+    }
+    root.draw(&PathElement::new(vec![(left, top), (left, y(0.0)), (w as i32 - right, y(0.0))], BLACK))?;
+    root.present()?;
+    Ok(())
+}
+
+fn plot_loss(path: &Path, series: &[(usize, Vec<(f64, f64)>)]) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let (w, h) = (700u32, 420u32);
+    let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right, top, bottom) = (40i32, 20i32, 20i32, 40i32);
+    let (pw, ph) = (w as i32 - left - right, h as i32 - top - bottom);
+    // x: log2(rate) from 2^9 to 2^18; y: lost fraction 0..1 (sqrt scale to show small losses).
+    let x = |r: f64| left + (((r.max(512.0).log2() - 9.0) / 9.0) * pw as f64) as i32;
+    let y = |f: f64| top + ph - (f.clamp(0.0, 1.0).sqrt() * ph as f64) as i32;
+    for e in 9..=18 {
+        let r = f64::from(1u32 << e);
+        root.draw(&PathElement::new(vec![(x(r), top), (x(r), top + ph)], RGBColor(225, 225, 225)))?;
+    }
+    root.draw(&PathElement::new(vec![(left, top), (left, top + ph), (left + pw, top + ph)], BLACK))?;
+    for (ci, pts) in series {
+        let (r, g, b) = COLORS[*ci % COLORS.len()];
+        let c = RGBColor(r, g, b);
+        let p: Vec<(i32, i32)> = pts.iter().map(|(rate, f)| (x(*rate), y(*f))).collect();
+        root.draw(&PathElement::new(p.clone(), c.stroke_width(2)))?;
+        for q in p {
+            root.draw(&Circle::new(q, 4, c.filled()))?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Machine
+
+fn machine(load_at_start: &str) -> Value {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mem_kb: u64 = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|n| n.parse().ok()))
+        .unwrap_or(0);
+    let load_end = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let l1: f64 = load_at_start.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0.0);
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory_mb": mem_kb / 1024,
+        "kernel": output("uname", &["-r"]).unwrap_or_default().trim(),
+        "cpu_model": cpu,
+        "loadavg_at_start": load_at_start.trim(),
+        "loadavg_at_end": load_end.trim(),
+        "other_load_present": l1 > 0.5,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Main
+
+struct Sample {
+    config: String,
+    round: usize,
+    done: Done,
+    received: Option<u64>,
+    bytes_per_event: Option<f64>,
+    cpu_ns_per_event: Option<f64>,
+    kernel: Value,
+}
+
+pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
+    let t_start = Instant::now();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the bench loads eBPF programs, starts auditd and creates a user: run it as root");
+    }
+    let load_at_start = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| if args.quick { "target/bench-quick" } else { "target/bench" }.into());
+    let out = if out.is_absolute() { out } else { root.join(out) };
+    let work = out.join("work");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    let rounds = args.rounds.unwrap_or(if args.quick { 2 } else { 5 });
+    let mut configs: Vec<String> = if args.configs.is_empty() {
+        CONFIGS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.configs.clone()
+    };
+    let mut notes: Vec<String> = Vec::new();
+    if args.quick && args.configs.is_empty() {
+        // bpftrace takes seconds to compile and attach per round.
+        configs.retain(|c| c != "bpftrace");
+        notes.push("--quick: bpftrace skipped (it takes several seconds to start per round); run without --quick for it".into());
+    }
+
+    let missing = install_packages();
+    let mut unavailable: BTreeMap<String, String> = BTreeMap::new();
+    for (bin, pkg) in PACKAGES {
+        if missing.iter().any(|m| m == pkg) {
+            unavailable
+                .insert((*pkg).to_owned(), format!("{bin} missing and apt-get could not install {pkg}"));
+        }
+    }
+
+    // The agent: release build, or the debug build with --quick (what CI has
+    // already built for the tests; --quick checks the harness, not the numbers).
+    let agent = match &args.agent {
+        Some(a) => a.clone(),
+        None => {
+            let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            c.current_dir(root).args(["build", "--package", "shrike"]);
+            if !args.quick {
+                c.arg("--release");
+            }
+            if !c.status()?.success() {
+                bail!("building the agent failed");
+            }
+            root.join("target").join(if args.quick { "debug" } else { "release" }).join("shrike")
+        }
+    };
+    let t_setup = Instant::now();
+
+    // kernel.bpf_stats_enabled for the run.
+    let stats_path = "/proc/sys/kernel/bpf_stats_enabled";
+    let stats_before = fs::read_to_string(stats_path).unwrap_or_else(|_| "0".into());
+    let _ = fs::write(stats_path, "1");
+
+    let env = Env {
+        tiny: build_tiny(&work),
+        login_ok: setup_login(),
+        stress_ng: Path::new("/usr/bin/stress-ng").exists(),
+        counts: Counts::new(args.quick),
+    };
+    if let Err(e) = &env.login_ok {
+        notes.push(format!("login workload skipped: {e}"));
+    }
+    if !env.stress_ng {
+        notes.push("mixed workload skipped: stress-ng is not installed".into());
+    }
+    let broker = Broker::start(&work).map_err(|e| {
+        unavailable.insert("shrike".into(), format!("mosquitto: {e}"));
+        e
+    });
+    let broker = broker.ok();
+    let bench_pid = std::process::id();
+
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut rounds_json = Vec::new();
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
+    for round in 0..rounds {
+        for cfg in &configs {
+            if failed.contains_key(cfg) {
+                continue;
+            }
+            eprintln!(
+                "bench: [{:.0} s] round {} / {rounds}: {cfg}",
+                t_start.elapsed().as_secs_f64(),
+                round + 1
+            );
+            let r = match start_config(cfg, &agent, broker.as_ref(), &work, round) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("bench: {cfg} cannot run: {e}");
+                    failed.insert(cfg.clone(), e);
+                    continue;
+                }
+            };
+            std::thread::sleep(Duration::from_millis(500));
+            let idle_rss = r.pid.and_then(|p| status_kb(p, "VmRSS"));
+            let mut runs = Vec::new();
+            let mut per = Vec::new();
+            for wl in Wl::ALL {
+                let cpu0 = r.pid.and_then(cpu_ns);
+                let p0 = progs();
+                let Some(d) = run_workload(&env, wl, round, cfg) else { continue };
+                // Let the tool catch up before reading its CPU time.
+                std::thread::sleep(Duration::from_millis(if cfg == "none" { 0 } else { 300 }));
+                let p1 = progs();
+                let cpu1 = r.pid.and_then(cpu_ns);
+                let ev = if d.generated > 0 { d.generated } else { d.ops.max(1) };
+                let cpu = cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a) as f64 / ev as f64);
+                // No BPF programs (no agent, auditd): no kernel figure.
+                let kernel =
+                    if r.prog_ids.is_empty() { Value::Null } else { prog_costs(&r.prog_ids, &p0, &p1, ev) };
+                per.push((cpu, kernel));
+                runs.push(d);
+            }
+            let peak_rss = r.pid.and_then(|p| status_kb(p, "VmHWM"));
+            let rss_now = r.pid.and_then(|p| status_kb(p, "VmRSS"));
+            let rep = finish_config(r, &runs, bench_pid);
+            rounds_json.push(
+                json!({"config": cfg, "round": round, "idle_rss_kb": idle_rss, "peak_rss_kb": peak_rss,
+                "rss_after_kb": rss_now, "lost": rep.lost, "lost_detail": rep.lost_detail}),
+            );
+            for (i, (d, (cpu, kernel))) in runs.into_iter().zip(per).enumerate() {
+                samples.push(Sample {
+                    config: cfg.clone(),
+                    round,
+                    done: d,
+                    received: rep.received.get(i).copied().flatten(),
+                    bytes_per_event: rep.bytes.get(i).copied().flatten(),
+                    cpu_ns_per_event: cpu,
+                    kernel,
+                });
+            }
+        }
+    }
+    teardown_login();
+
+    let mut extra = json!({});
+    if !args.no_extra && !failed.contains_key("shrike") && configs.iter().any(|c| c == "shrike") {
+        if let Some(b) = broker.as_ref() {
+            eprintln!("bench: [{:.0} s] latency of high-priority execs", t_start.elapsed().as_secs_f64());
+            extra["latency"] = latency_phase(&agent, b, &work, args.quick)
+                .unwrap_or_else(|e| json!({"error": e.to_string()}));
+        }
+        eprintln!("bench: [{:.0} s] max rate without loss", t_start.elapsed().as_secs_f64());
+        extra["max_rate"] = max_rate_phase(&agent, &work, args.quick);
+    }
+    drop(broker);
+    let _ = fs::write(stats_path, stats_before.trim());
+
+    // Summaries.
+    let wl_names: Vec<&str> = Wl::ALL.iter().map(|w| w.name()).collect();
+    let rates = |cfg: &str, wl: &str| -> Vec<f64> {
+        samples.iter().filter(|s| s.config == cfg && s.done.wl.name() == wl).map(|s| s.done.rate).collect()
+    };
+    let base: HashMap<&str, f64> = wl_names.iter().map(|w| (*w, median(&rates("none", w)))).collect();
+    let ratio = |wl: &str, cfg: &str| -> Option<f64> {
+        let m = median(&rates(cfg, wl));
+        let b = base.get(wl).copied().unwrap_or(f64::NAN);
+        (m.is_finite() && b.is_finite() && b > 0.0).then(|| m / b)
+    };
+    let mut summary = Vec::new();
+    let mut table = String::new();
+    table.push_str(&format!(
+        "{:<10} {:<15} {:>10} {:>15} {:>6} {:>16} {:>8} {:>10} {:>9} {:>9}\n",
+        "config",
+        "workload",
+        "ops/s",
+        "min-max",
+        "ratio",
+        "recv/gen",
+        "lost",
+        "kern ns/ev",
+        "cpu ns/ev",
+        "B/ev"
+    ));
+    for cfg in &configs {
+        for wl in &wl_names {
+            let ss: Vec<&Sample> =
+                samples.iter().filter(|s| &s.config == cfg && s.done.wl.name() == *wl).collect();
+            if ss.is_empty() {
+                continue;
+            }
+            let r = rates(cfg, wl);
+            let (mn, mx) = r.iter().fold((f64::INFINITY, 0f64), |(a, b), v| (a.min(*v), b.max(*v)));
+            let gen_: u64 = ss.iter().map(|s| s.done.generated).sum();
+            let rec: Option<u64> = ss.iter().map(|s| s.received).sum();
+            let kern = median(
+                &ss.iter().filter_map(|s| s.kernel["total_ns_per_event"].as_f64()).collect::<Vec<_>>(),
+            );
+            let cpu = median(&ss.iter().filter_map(|s| s.cpu_ns_per_event).collect::<Vec<_>>());
+            let bytes = median(&ss.iter().filter_map(|s| s.bytes_per_event).collect::<Vec<_>>());
+            let lost: Option<u64> =
+                rounds_json.iter().filter(|r| r["config"] == cfg.as_str()).map(|r| r["lost"].as_u64()).sum();
+            let rt = ratio(wl, cfg);
+            table.push_str(&format!(
+                "{:<10} {:<15} {:>10.0} {:>15} {:>6} {:>16} {:>8} {:>10} {:>9} {:>9}\n",
+                cfg,
+                wl,
+                median(&r),
+                format!("{mn:.0}-{mx:.0}"),
+                rt.map_or("-".into(), |v| format!("{v:.2}")),
+                rec.map_or(format!("-/{gen_}"), |n| format!("{n}/{gen_}")),
+                lost.map_or("-".into(), |n| n.to_string()),
+                if cfg == "none" || kern.is_nan() { "-".into() } else { format!("{kern:.0}") },
+                if cpu.is_nan() || cfg == "none" { "-".into() } else { format!("{cpu:.0}") },
+                if bytes.is_nan() { "-".into() } else { format!("{bytes:.1}") },
+            ));
+            // Per-program medians of ns per run.
+            let mut per_prog: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            for s in &ss {
+                for p in s.kernel["programs"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    per_prog
+                        .entry(text_of(&p["name"]))
+                        .or_default()
+                        .push(p["ns_per_run"].as_f64().unwrap_or(0.0));
+                }
+            }
+            let per_prog: BTreeMap<String, f64> =
+                per_prog.into_iter().map(|(k, v)| (k, median(&v))).collect();
+            summary.push(json!({
+                "config": cfg, "workload": wl, "rounds": ss.len(),
+                "ops_per_s_median": median(&r), "ops_per_s_min": mn, "ops_per_s_max": mx,
+                "ratio_to_none": rt, "generated": gen_, "received": rec, "lost_in_rounds": lost,
+                "kernel_ns_per_event_median": kern, "kernel_ns_per_run_by_program": per_prog,
+                "agent_cpu_ns_per_event_median": cpu, "wire_bytes_per_event_median": bytes,
+            }));
+        }
+    }
+    let mut mem = String::new();
+    for cfg in &configs {
+        let rr: Vec<&Value> = rounds_json.iter().filter(|r| r["config"] == cfg.as_str()).collect();
+        let idle = median(&rr.iter().filter_map(|r| r["idle_rss_kb"].as_f64()).collect::<Vec<_>>());
+        let peak = median(&rr.iter().filter_map(|r| r["peak_rss_kb"].as_f64()).collect::<Vec<_>>());
+        if idle.is_finite() {
+            mem.push_str(&format!(
+                "{cfg}: idle RSS {:.1} MB, peak RSS {:.1} MB (medians over rounds)\n",
+                idle / 1024.0,
+                peak / 1024.0
+            ));
+        }
+    }
+    for (c, e) in &failed {
+        notes.push(format!("{c} could not run: {e}"));
+    }
+    for (c, e) in &unavailable {
+        notes.push(format!("{c} unavailable: {e}"));
+    }
+    for c in CONFIGS {
+        if !configs.iter().any(|x| x == c) && !notes.iter().any(|n| n.contains(c)) {
+            notes.push(format!("{c} not selected (--configs)"));
+        }
+    }
+    let m = machine(&load_at_start);
+    let elapsed = t_start.elapsed().as_secs_f64();
+    let cmdline: Vec<String> = std::env::args().collect();
+    let doc = json!({
+        "command": format!("cargo xtask bench{}", cmdline.iter().skip(2).map(|a| format!(" {a}")).collect::<String>()),
+        "quick": args.quick, "rounds": rounds, "configs": configs, "machine": m,
+        "agent": agent.display().to_string(),
+        "git": output("git", &["-C", &root.display().to_string(), "describe", "--always", "--dirty"]).unwrap_or_default().trim(),
+        "counts": {"exec": env.counts.exec, "connect": env.counts.connect, "login": env.counts.login, "mixed_ops": env.counts.mixed_ops},
+        "summary": summary, "rounds_detail": rounds_json,
+        "samples": samples.iter().map(|s| json!({
+            "config": s.config, "round": s.round, "workload": s.done.wl.name(), "generated": s.done.generated,
+            "secs": s.done.secs, "ops_per_s": s.done.rate, "received": s.received, "bytes_per_event": s.bytes_per_event,
+            "agent_cpu_ns_per_event": s.cpu_ns_per_event, "kernel": s.kernel,
+        })).collect::<Vec<_>>(),
+        "latency": extra["latency"], "max_rate": extra["max_rate"], "notes": notes,
+        "seconds_total": elapsed, "seconds_excluding_setup": t_setup.elapsed().as_secs_f64(),
+    });
+    fs::write(out.join("bench.json"), serde_json::to_string_pretty(&doc)?)?;
+
+    let plot_wls: Vec<&str> =
+        wl_names.iter().copied().filter(|w| samples.iter().any(|s| s.done.wl.name() == *w)).collect();
+    let plot_cfgs: Vec<String> = configs.iter().filter(|c| *c != "none").cloned().collect();
+    if let Err(e) = plot_throughput(&out.join("throughput.png"), &plot_wls, &plot_cfgs, &ratio) {
+        notes.push(format!("throughput plot failed: {e}"));
+    }
+    let mut series = Vec::new();
+    for (i, kind) in ["exec", "connect"].iter().enumerate() {
+        let pts: Vec<(f64, f64)> = doc["max_rate"][kind]["steps"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| {
+                let a = s["achieved_per_s"].as_f64()?;
+                let lost = s["kernel_lost"].as_f64()?;
+                let sent = s["kernel_sent"].as_f64()?;
+                Some((a, lost / (lost + sent).max(1.0)))
+            })
+            .collect();
+        if !pts.is_empty() {
+            series.push((i + 1, pts));
+        }
+    }
+    if let Err(e) = plot_loss(&out.join("loss.png"), &series) {
+        notes.push(format!("loss plot failed: {e}"));
+    }
+
+    // Report.
+    let mut md = String::new();
+    md.push_str(&format!("Command: `{}`\n\n", doc["command"].as_str().unwrap_or("")));
+    md.push_str(&format!(
+        "Machine: {} CPUs ({}), {} MB, kernel {}; load average at start {} / at end {}; other load present: {}\n\n",
+        m["nproc"], m["cpu_model"].as_str().unwrap_or(""), m["memory_mb"], m["kernel"].as_str().unwrap_or(""),
+        m["loadavg_at_start"].as_str().unwrap_or(""), m["loadavg_at_end"].as_str().unwrap_or(""), m["other_load_present"]
+    ));
+    md.push_str(&format!(
+        "Agent: `{}` (tree {}).\n\n",
+        doc["agent"].as_str().unwrap_or(""),
+        doc["git"].as_str().unwrap_or("?")
+    ));
+    md.push_str(&format!(
+        "Rounds: {rounds}, configurations alternated in the order {}.\n\n",
+        configs.join(", ")
+    ));
+    md.push_str("```\n");
+    md.push_str(&table);
+    md.push_str("```\n\n");
+    md.push_str("Columns: ops/s median (min-max over rounds); ratio = median ops/s / no-agent median; recv/gen = events the tool reported / events the generator made, summed over rounds (Shrike: HitCount sums of the workload's events received by a subscriber of the broker); lost = the tool's own loss counter summed over the rounds (Shrike: kernel_lost, all kinds); kern ns/ev = BPF run time of the tool's programs / generated events (median); cpu ns/ev = the tool's user+sys CPU / generated events (10 ms ticks: coarse); B/ev = MQTT payload bytes / generated event.\n\n");
+    md.push_str("BPF cost per program run (median ns per run over rounds; kernel.bpf_stats_enabled):\n\n");
+    for e in &summary {
+        let Some(progs) = e["kernel_ns_per_run_by_program"].as_object() else { continue };
+        if progs.is_empty() || !matches!(e["workload"].as_str(), Some("exec_true" | "connect")) {
+            continue;
+        }
+        let list: Vec<String> =
+            progs.iter().map(|(k, v)| format!("{k} {:.0}", v.as_f64().unwrap_or(f64::NAN))).collect();
+        md.push_str(&format!(
+            "- {} / {}: {}\n",
+            e["config"].as_str().unwrap_or(""),
+            e["workload"].as_str().unwrap_or(""),
+            list.join(", ")
+        ));
+    }
+    md.push('\n');
+    md.push_str(&mem);
+    if let Some(l) = doc["latency"].as_object() {
+        md.push_str(&format!(
+            "\nHigh-priority exec latency, syscall to subscriber: p50 {:.0} ms, p99 {:.0} ms ({} of {} received)\n",
+            l.get("p50_ms").and_then(Value::as_f64).unwrap_or(f64::NAN),
+            l.get("p99_ms").and_then(Value::as_f64).unwrap_or(f64::NAN),
+            l.get("received").cloned().unwrap_or_default(),
+            l.get("spawned").cloned().unwrap_or_default()
+        ));
+    }
+    if let Some(mr) = doc["max_rate"].as_object() {
+        for (k, v) in mr {
+            md.push_str(&format!(
+                "Max {k} rate without kernel loss: {} /s ({})\n",
+                v["max_rate_without_loss_per_s"].as_f64().map_or("-".into(), |r| format!("{r:.0}")),
+                v["note"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    md.push_str("\nPlots: `throughput.png` (bars per workload, in the order of the table; one bar per tool: shrike red, auditd blue, bpftrace green, execsnoop orange; black line 1.0, dashed red 0.95; a hollow stub = not run) and `loss.png` (x: achieved rate, log2 from 512/s to 262144/s; y: lost fraction, sqrt scale; red exec, blue connect).\n");
+    if !notes.is_empty() {
+        md.push_str("\nNotes:\n");
+        for n in &notes {
+            md.push_str(&format!("- {n}\n"));
+        }
+    }
+    md.push_str(&format!(
+        "\nTotal time {elapsed:.0} s ({:.0} s after setup and build).\n",
+        t_setup.elapsed().as_secs_f64()
+    ));
+    fs::write(out.join("results.md"), &md)?;
+    println!("{md}");
+    println!("bench: results in {}", out.display());
+    Ok(())
+}
