@@ -431,7 +431,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     crate::telemetry::spawn_kernel_log(&mut probes.ebpf, &mut tasks);
     let stats = Arc::new(ReaderStats::default());
-    let (tx, mut rx) = mpsc::channel(1024);
+    let (tx, mut rx) = mpsc::channel(reader::QUEUE_BATCHES);
     let map =
         probes.ebpf.take_map(shrike_common::names::EVENTS).ok_or(probes::ProbeError::MissingMap("EVENTS"))?;
     reader::spawn(

@@ -64,7 +64,7 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     telemetry::spawn_kernel_log(&mut probes.ebpf, &mut tasks);
     let stats = Arc::new(ReaderStats::default());
-    let (tx, mut rx) = mpsc::channel(1024);
+    let (tx, mut rx) = mpsc::channel(reader::QUEUE_BATCHES);
     let map =
         probes.ebpf.take_map(shrike_common::names::EVENTS).ok_or(probes::ProbeError::MissingMap("EVENTS"))?;
     reader::spawn(

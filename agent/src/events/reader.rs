@@ -34,6 +34,12 @@ pub type Batch = Vec<Event>;
 /// Largest batch handed on at once.
 const BATCH: usize = 256;
 
+/// Batches waiting between the readers and the pipeline, at most (≤ 2,048
+/// events, about a megabyte). The kernel's buffer is the place to absorb
+/// bursts: when the pipeline stalls, readers wait, the kernel buffer fills and
+/// its losses are counted there, instead of memory growing here.
+pub const QUEUE_BATCHES: usize = 8;
+
 fn handle(buf: &[u8], clock: &Clock, stats: &ReaderStats, batch: &mut Batch) {
     stats.received.fetch_add(1, Ordering::Relaxed);
     match decode(buf, clock) {
