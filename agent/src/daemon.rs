@@ -4,12 +4,12 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::{Path, PathBuf},
-    sync::{Arc, atomic::Ordering},
+    sync::atomic::Ordering,
     time::Duration,
 };
 
 use shrike_common::schema::{self as sm, Family, MessageBuilder, PushError, Uuid};
-use tokio::{signal::unix::SignalKind, sync::mpsc, task::JoinSet};
+use tokio::signal::unix::SignalKind;
 
 use crate::{
     aggregate::{Aggregator, Pushed},
@@ -19,13 +19,9 @@ use crate::{
         parse_hub, parse_priority, readable,
     },
     enrich::{ProcessTable, users::Users},
-    events::{
-        Event, Kind,
-        decode::Clock,
-        reader::{self, ReaderStats},
-    },
+    events::{Event, Kind},
     message,
-    probes::{self, ProbeOptions},
+    probes::{self},
     publish::{
         azure::ConnectionString,
         mqtt::{Publisher, Settings, TlsSettings},
@@ -413,36 +409,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
 
-    let opts = ProbeOptions {
-        kinds: collected.clone(),
-        transport: args.probe.transport,
-        ring_bytes: args.probe.ring_size,
-        max_args: args.probe.max_args,
-        max_arg_len: args.probe.max_arg_len,
-        wake_kinds: collected
-            .iter()
-            .copied()
-            .filter(|k| settings.priority[k] == KindPriority::High)
-            .collect(),
-        wake_bytes: args.probe.wake_bytes.unwrap_or(args.probe.ring_size / 8),
-        libpam: args.probe.libpam.clone(),
-    };
-    let mut probes = probes::load(&opts)?;
-    let mut tasks = JoinSet::new();
-    crate::telemetry::spawn_kernel_log(&mut probes.ebpf, &mut tasks);
-    let stats = Arc::new(ReaderStats::default());
-    let (tx, mut rx) = mpsc::channel(reader::QUEUE_BATCHES);
-    let map =
-        probes.ebpf.take_map(shrike_common::names::EVENTS).ok_or(probes::ProbeError::MissingMap("EVENTS"))?;
-    reader::spawn(
-        map,
-        args.probe.perf_pages,
-        args.probe.poll_interval,
-        Clock::now(),
-        Arc::clone(&stats),
-        tx,
-        &mut tasks,
-    )?;
+    let wake_kinds =
+        collected.iter().copied().filter(|k| settings.priority[k] == KindPriority::High).collect();
+    let crate::Kernel { probes, mut rx, stats, mut tasks } =
+        crate::start_kernel(&args.probe, collected.clone(), wake_kinds)?;
     let attached = probes.status.iter().filter(|s| s.attached).count();
     tracing::info!(agent_id = %id, kinds = ?collected, dry_run = settings.dry_run, "shrike ready: {attached} probes attached");
     crate::caps::drop_after_attach();

@@ -28,7 +28,7 @@ use std::{
 use tokio::{signal::unix::SignalKind, sync::mpsc, task::JoinSet};
 
 use crate::{
-    cli::EventsArgs,
+    cli::{EventsArgs, ProbeArgs},
     events::{
         Kind,
         decode::Clock,
@@ -36,6 +36,51 @@ use crate::{
     },
     probes::ProbeOptions,
 };
+
+/// The kernel side, running: attached probes, the reader task(s) (and kernel
+/// log forwarding) in `tasks`, their decoded batches on `rx`.
+pub struct Kernel {
+    pub probes: probes::Probes,
+    pub rx: mpsc::Receiver<reader::Batch>,
+    pub stats: Arc<ReaderStats>,
+    pub tasks: JoinSet<anyhow::Result<()>>,
+}
+
+/// Loads and attaches the probes for `kinds` and starts reading them (needs a
+/// tokio runtime). `wake_kinds` wake the reader at once (see `Config`).
+pub fn start_kernel(
+    probe: &ProbeArgs,
+    kinds: BTreeSet<Kind>,
+    wake_kinds: BTreeSet<Kind>,
+) -> anyhow::Result<Kernel> {
+    let opts = ProbeOptions {
+        kinds,
+        transport: probe.transport,
+        ring_bytes: probe.ring_size,
+        max_args: probe.max_args,
+        max_arg_len: probe.max_arg_len,
+        wake_kinds,
+        wake_bytes: probe.wake_bytes.unwrap_or(probe.ring_size / 8),
+        libpam: probe.libpam.clone(),
+    };
+    let mut probes = probes::load(&opts)?;
+    let mut tasks = JoinSet::new();
+    telemetry::spawn_kernel_log(&mut probes.ebpf, &mut tasks);
+    let stats = Arc::new(ReaderStats::default());
+    let (tx, rx) = mpsc::channel(reader::QUEUE_BATCHES);
+    let map =
+        probes.ebpf.take_map(shrike_common::names::EVENTS).ok_or(probes::ProbeError::MissingMap("EVENTS"))?;
+    reader::spawn(
+        map,
+        probe.perf_pages,
+        probe.poll_interval,
+        Clock::now(),
+        Arc::clone(&stats),
+        tx,
+        &mut tasks,
+    )?;
+    Ok(Kernel { probes, rx, stats, tasks })
+}
 
 /// Exit codes: 0 ok, 1 runtime failure, 2 bad usage/config, 3 cannot run here.
 pub const EXIT_CANNOT_RUN: i32 = 3;
@@ -47,35 +92,10 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
     } else {
         args.kinds.iter().copied().collect()
     };
-    let opts = ProbeOptions {
-        kinds: wanted.clone(),
-        transport: args.probe.transport,
-        ring_bytes: args.probe.ring_size,
-        max_args: args.probe.max_args,
-        max_arg_len: args.probe.max_arg_len,
-        wake_kinds: args.probe.wake_kinds.iter().copied().collect(),
-        wake_bytes: args.probe.wake_bytes.unwrap_or(args.probe.ring_size / 8),
-        libpam: args.probe.libpam.clone(),
-    };
-    let mut probes = probes::load(&opts)?;
+    let Kernel { probes, mut rx, stats, mut tasks } =
+        start_kernel(&args.probe, wanted.clone(), args.probe.wake_kinds.iter().copied().collect())?;
     let attached = probes.status.iter().filter(|s| s.attached).count();
     let skipped: Vec<_> = probes.status.iter().filter(|s| !s.attached).map(|s| s.program).collect();
-
-    let mut tasks = JoinSet::new();
-    telemetry::spawn_kernel_log(&mut probes.ebpf, &mut tasks);
-    let stats = Arc::new(ReaderStats::default());
-    let (tx, mut rx) = mpsc::channel(reader::QUEUE_BATCHES);
-    let map =
-        probes.ebpf.take_map(shrike_common::names::EVENTS).ok_or(probes::ProbeError::MissingMap("EVENTS"))?;
-    reader::spawn(
-        map,
-        args.probe.perf_pages,
-        args.probe.poll_interval,
-        Clock::now(),
-        Arc::clone(&stats),
-        tx,
-        &mut tasks,
-    )?;
 
     let mut sink = output::JsonLines::new(std::io::stdout(), wanted, &args.probe.proc_root);
     tracing::info!(
