@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use shrike_common::schema as sm;
 
 use crate::{
-    events::{Body, Event, Kind},
+    events::{Body, Event, Kind, Sock},
     message,
 };
 
@@ -48,6 +48,12 @@ macro_rules! merging {
                 }
             }
 
+            fn add_repeat(&mut self, at: DateTime<Utc>) {
+                match self {
+                    $(Merging::$kind(agg) => agg.add_repeat(at),)*
+                }
+            }
+
             fn hits(&self) -> u64 {
                 match self {
                     $(Merging::$kind(agg) => agg.hits(),)*
@@ -65,51 +71,122 @@ macro_rules! merging {
 
 merging!(ProcessCreate, ProcessTerminate, ConnectionCreate, Login, PrivilegeChange);
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Key {
-    kind: Kind,
-    parts: Vec<String>,
+/// The fields that identify a hit, borrowed from the event.
+#[derive(PartialEq, Hash)]
+enum KeyParts<'a> {
+    Exec(&'a str, &'a [String], u32, i64),
+    Exit(Option<&'a str>, Option<i32>, Option<i32>, u32),
+    Fork(Option<&'a str>, u32),
+    Sock(Option<&'a str>, &'static str, Option<std::net::IpAddr>, Option<u16>, &'static str, u32),
+    Login(&'a str, &'a str, Option<&'a str>, &'static str, &'static str),
+    Privilege(Option<&'a str>, &'static str, &'a [Option<u32>], u32, i32),
 }
 
-fn key(ev: &Event) -> Key {
-    let user = ev.uid.to_string();
-    let exe = ev.exe.clone().unwrap_or_default();
+fn key_parts(ev: &Event) -> (Kind, KeyParts<'_>) {
+    let user = ev.uid;
+    let exe = ev.exe.as_deref();
     let parts = match &ev.body {
-        Body::Exec(x) => vec![x.filename.clone(), x.argv.join("\u{0}"), user, x.result.to_string()],
-        Body::Exit(x) => vec![exe, format!("{:?}/{:?}", x.exit_code, x.signal), user],
-        Body::Fork(_) => vec![exe, user],
-        Body::Connect(s) | Body::Accept(s) | Body::Listen(s) | Body::Bind(s) => vec![
-            exe,
-            s.protocol.to_owned(),
-            format!("{:?}", s.remote_addr),
-            format!("{:?}", if matches!(ev.body, Body::Connect(_)) { s.remote_port } else { s.local_port }),
-            s.status.to_owned(),
-            user,
-        ],
-        Body::Login(l) => vec![
-            l.service.clone(),
-            l.user.clone(),
-            l.rhost.clone().unwrap_or_default(),
-            l.step.to_owned(),
-            l.result.to_owned(),
-        ],
-        Body::Privilege(p) => {
-            vec![exe, p.call.to_owned(), format!("{:?}", p.args), user, p.result.to_string()]
+        Body::Exec(x) => KeyParts::Exec(&x.filename, &x.argv, user, x.result),
+        Body::Exit(x) => KeyParts::Exit(exe, x.exit_code, x.signal, user),
+        Body::Fork(_) => KeyParts::Fork(exe, user),
+        Body::Connect(s) | Body::Accept(s) | Body::Listen(s) | Body::Bind(s) => {
+            let port = if matches!(ev.body, Body::Connect(_)) { s.remote_port } else { s.local_port };
+            KeyParts::Sock(exe, s.protocol, s.remote_addr, port, s.status, user)
         }
+        Body::Login(l) => KeyParts::Login(&l.service, &l.user, l.rhost.as_deref(), l.step, l.result),
+        Body::Privilege(p) => KeyParts::Privilege(exe, p.call, &p.args, user, p.result),
     };
-    Key { kind: ev.kind(), parts }
+    (ev.kind(), parts)
 }
 
-/// Merges identical events of one interval into aggregated security message
-/// events (the Azure agents' form: one payload item, `HitCount` and start/end
-/// times in `ExtraDetails`, differing fields zeroed).
+/// An aggregation key: a keyed hash (SipHash, random keys per agent) of the
+/// identifying fields, computed without allocating. A hit is merged only
+/// when its fields equal those of the key's first hit, so a collision,
+/// however unlikely or crafted, never merges different things.
+type Key = u64;
+
+/// Fields that differ between hits of one key in most workloads (the
+/// process and thread ids, the fd, the port the kernel chose), as bits.
+mod volatile {
+    pub const PID: u8 = 1;
+    pub const TID: u8 = 2;
+    pub const PPID: u8 = 4;
+    pub const FD: u8 = 8;
+    pub const LOCAL_PORT: u8 = 16;
+    /// accept: the peer's port and the new fd (the return value).
+    pub const REMOTE_PORT: u8 = 32;
+    pub const RESULT: u8 = 64;
+}
+
+/// Which volatile fields of `ev` differ from `first`, or None when any other
+/// field differs. Every volatile field maps one-to-one onto a payload field,
+/// so a hit whose differing fields were all zeroed by an earlier merge
+/// would merge without changing the item: it is only counted (no payload
+/// is built for it: the hot path of a repetitive workload).
+fn volatile_diff(first: &Event, ev: &Event) -> Option<u8> {
+    if (first.uid, first.gid, &first.user, &first.comm, &first.exe)
+        != (ev.uid, ev.gid, &ev.user, &ev.comm, &ev.exe)
+    {
+        return None;
+    }
+    let mut d = 0;
+    if first.pid != ev.pid {
+        d |= volatile::PID;
+    }
+    if first.tid != ev.tid {
+        d |= volatile::TID;
+    }
+    if first.ppid != ev.ppid {
+        d |= volatile::PPID;
+    }
+    let same_body = match (&first.body, &ev.body) {
+        (Body::Connect(a), Body::Connect(b)) | (Body::Accept(a), Body::Accept(b)) => {
+            if a.fd != b.fd {
+                d |= volatile::FD;
+            }
+            if a.local_port != b.local_port {
+                d |= volatile::LOCAL_PORT;
+            }
+            if a.remote_port != b.remote_port {
+                d |= volatile::REMOTE_PORT;
+            }
+            if a.result != b.result {
+                d |= volatile::RESULT;
+            }
+            let masked = |s: &Sock| Sock { fd: 0, local_port: None, remote_port: None, result: 0, ..*s };
+            masked(a) == masked(b)
+        }
+        (a, b) => a == b,
+    };
+    same_body.then_some(d)
+}
+
+enum Slot {
+    /// Seen once and sent at once (leading edge), no repeat yet.
+    Sent(Event),
+    Open(Box<Open>),
+}
+
+/// One key's aggregate: the merged item, the first hit as the agent saw it,
+/// and the volatile fields already zeroed in the item.
+struct Open {
+    merging: Merging,
+    first: Event,
+    zeroed: u8,
+}
+
 pub struct Aggregator {
-    open: HashMap<Key, Merging>,
+    /// Keys seen this interval.
+    open: HashMap<Key, Slot>,
+    /// Send the first event of each key at once and aggregate only the
+    /// repeats: alerts (high-priority kinds) must not wait for the interval.
+    leading_edge: bool,
     /// Bound on distinct keys held; past it, events pass through unaggregated
     /// rather than growing memory without limit.
     max_keys: usize,
     /// Events taken in (hits), for the agent's statistics.
     hits: u64,
+    keys: std::hash::RandomState,
 }
 
 /// What [`Aggregator::push`] did with an event.
@@ -124,40 +201,95 @@ pub enum Pushed {
 
 impl Aggregator {
     pub fn new(max_keys: usize) -> Aggregator {
-        Aggregator { open: HashMap::new(), max_keys, hits: 0 }
+        Aggregator {
+            open: HashMap::new(),
+            leading_edge: false,
+            max_keys,
+            hits: 0,
+            keys: std::hash::RandomState::new(),
+        }
+    }
+
+    /// The first event of each key in an interval passes through at once;
+    /// only its repeats are merged (for kinds whose events are alerts).
+    pub fn leading_edge(mut self, on: bool) -> Aggregator {
+        self.leading_edge = on;
+        self
     }
 
     pub fn push(&mut self, ev: &Event) -> Pushed {
-        let Some(payload) = message::to_payload(ev) else { return Pushed::Unmapped };
+        use std::hash::BuildHasher;
+        if matches!(ev.body, Body::Fork(_) | Body::Listen(_) | Body::Bind(_)) {
+            return Pushed::Unmapped;
+        }
         let at = message::time_of(ev);
-        let k = key(ev);
-        if let Some(m) = self.open.get_mut(&k) {
-            if m.add(&payload, at) {
-                self.hits += 1;
-                return Pushed::Merged;
+        let parts = key_parts(ev);
+        let k = self.keys.hash_one(&parts);
+        match self.open.get_mut(&k) {
+            Some(Slot::Open(open)) if key_parts(&open.first) == parts => {
+                let diff = volatile_diff(&open.first, ev);
+                if diff.is_some_and(|d| d & !open.zeroed == 0) {
+                    open.merging.add_repeat(at);
+                    self.hits += 1;
+                    return Pushed::Merged;
+                }
+                let Some(payload) = message::to_payload(ev) else { return Pushed::Unmapped };
+                if open.merging.add(&payload, at) {
+                    open.zeroed |= diff.unwrap_or(0);
+                    self.hits += 1;
+                    return Pushed::Merged;
+                }
+                Pushed::Single(sm::Event::at(at, payload))
             }
-            return Pushed::Single(sm::Event::at(at, payload));
-        }
-        if self.open.len() >= self.max_keys {
-            return Pushed::Single(sm::Event::at(at, payload));
-        }
-        match Merging::new(payload.clone(), at) {
-            Some(m) => {
-                self.hits += 1;
-                self.open.insert(k, m);
-                Pushed::Merged
+            Some(slot) if matches!(&*slot, Slot::Sent(first) if key_parts(first) == parts) => {
+                // The first repeat after a leading-edge event.
+                let Some(payload) = message::to_payload(ev) else { return Pushed::Unmapped };
+                match Merging::new(payload.clone(), at) {
+                    Some(merging) => {
+                        self.hits += 1;
+                        *slot = Slot::Open(Box::new(Open { merging, first: ev.clone(), zeroed: 0 }));
+                        Pushed::Merged
+                    }
+                    None => Pushed::Single(sm::Event::at(at, payload)),
+                }
             }
-            None => Pushed::Single(sm::Event::at(at, payload)),
+            // A hash collision: the other key keeps the slot.
+            Some(_) => message::to_message_event(ev).map_or(Pushed::Unmapped, Pushed::Single),
+            None => {
+                let Some(payload) = message::to_payload(ev) else { return Pushed::Unmapped };
+                if self.open.len() >= self.max_keys {
+                    return Pushed::Single(sm::Event::at(at, payload));
+                }
+                if self.leading_edge {
+                    self.open.insert(k, Slot::Sent(ev.clone()));
+                    return Pushed::Single(sm::Event::at(at, payload));
+                }
+                match Merging::new(payload.clone(), at) {
+                    Some(merging) => {
+                        self.hits += 1;
+                        self.open.insert(k, Slot::Open(Box::new(Open { merging, first: ev.clone(), zeroed: 0 })));
+                        Pushed::Merged
+                    }
+                    None => Pushed::Single(sm::Event::at(at, payload)),
+                }
+            }
         }
     }
 
     /// Ends the interval: one event per distinct key, with its hit count.
     pub fn flush(&mut self) -> Vec<(u64, sm::Event)> {
-        self.open.drain().map(|(_, m)| (m.hits(), m.into_event())).collect()
+        self.open
+            .drain()
+            .filter_map(|(_, slot)| match slot {
+                Slot::Open(o) => Some((o.merging.hits(), o.merging.into_event())),
+                Slot::Sent(_) => None,
+            })
+            .collect()
     }
 
+    /// Aggregates waiting for the end of the interval.
     pub fn pending(&self) -> usize {
-        self.open.len()
+        self.open.values().filter(|s| matches!(s, Slot::Open(_))).count()
     }
 
     pub fn hits(&self) -> u64 {
@@ -172,7 +304,7 @@ mod tests {
 
     fn exec(pid: u32, time: &str, argv: &[&str]) -> Event {
         Event {
-            time: time.into(),
+            time: time.parse().unwrap(),
             ktime_ns: 1,
             pid,
             tid: pid,
@@ -246,5 +378,60 @@ mod tests {
         assert!(matches!(a.push(&conn(80)), Pushed::Single(_)), "key limit reached: passes through");
         let out = a.flush();
         assert_eq!(out[0].0, 2);
+    }
+
+    /// The counted-only path (no payload built) must give exactly what
+    /// merging every hit's payload gives.
+    #[test]
+    fn repeats_counted_without_a_payload_merge_like_full_merges() {
+        let mut hits = Vec::new();
+        for i in 0..50u32 {
+            let mut e = exec(100 + i % 7, &format!("2026-12-02T00:00:{:02}Z", i), &["true", "x"]);
+            e.tid = 200 + i % 3;
+            e.ppid = Some(1 + i % 2);
+            if i == 20 {
+                e.comm = "other".into(); // a non-volatile difference: the full path
+            }
+            hits.push(e);
+        }
+        let mut a = Aggregator::new(100);
+        for e in &hits {
+            assert!(matches!(a.push(e), Pushed::Merged));
+        }
+        let out = a.flush();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 50);
+        let at = |e: &Event| message::time_of(e);
+        let sm::Payload::ProcessCreate(first) = message::to_payload(&hits[0]).unwrap() else { panic!() };
+        let mut expect = sm::Aggregate::new(first[0].clone(), at(&hits[0]));
+        for e in &hits[1..] {
+            let sm::Payload::ProcessCreate(p) = message::to_payload(e).unwrap() else { panic!() };
+            expect.add(&p[0], at(e)).unwrap();
+        }
+        let got = serde_json::to_value(&out[0].1).unwrap()["Payload"][0].clone();
+        let want = serde_json::to_value(expect.into_item()).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(got["ProcessId"], 0);
+        assert_eq!(got["ExtraDetails"]["Comm"], "");
+        assert_eq!(got["ExtraDetails"]["HitCount"], "50");
+    }
+
+    #[test]
+    fn leading_edge_sends_the_first_at_once_and_counts_the_repeats() {
+        let mut a = Aggregator::new(100).leading_edge(true);
+        let t = "2026-12-02T00:00:00Z";
+        assert!(matches!(a.push(&exec(1, t, &["true", "x"])), Pushed::Single(_)), "first: at once");
+        assert!(matches!(a.push(&exec(2, t, &["true", "y"])), Pushed::Single(_)), "another key: at once");
+        assert_eq!(a.pending(), 0);
+        for i in 0..5 {
+            assert!(matches!(a.push(&exec(10 + i, t, &["true", "x"])), Pushed::Merged));
+        }
+        let out = a.flush();
+        assert_eq!(out.len(), 1, "only keys with repeats make an aggregate");
+        assert_eq!(out[0].0, 5, "the repeats, not the leading event");
+        assert!(
+            matches!(a.push(&exec(1, t, &["true", "x"])), Pushed::Single(_)),
+            "a new interval starts over"
+        );
     }
 }

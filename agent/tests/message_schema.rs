@@ -99,7 +99,7 @@ fn to_value(msg: &Message) -> Value {
 
 fn agent_event(body: Body) -> AgentEvent {
     AgentEvent {
-        time: "2026-03-01T12:00:00.123456789Z".into(),
+        time: "2026-03-01T12:00:00.123456789Z".parse().unwrap(),
         ktime_ns: 1,
         pid: 4242,
         tid: 4243,

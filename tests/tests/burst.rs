@@ -104,7 +104,7 @@ fn exec_burst_ringbuf() {
     if !shrike_tests::require_root() {
         return;
     }
-    let o = burst("ringbuf (16 MiB ring, reader running)", &["--kinds", "exec"], false);
+    let o = burst("ringbuf (default 4 MiB ring, reader running)", &["--kinds", "exec"], false);
     assert_eq!(o.generated, BURST);
 }
 

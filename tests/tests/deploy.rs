@@ -265,8 +265,9 @@ fn systemd_unit_verifies() {
         return;
     }
     // systemd-analyze checks that ExecStart's binary exists and man pages
-    // resolve: verify in a root holding the system's units and a stand-in
-    // /usr/bin/shrike (the package test verifies the installed unit for real).
+    // resolve: verify in a root holding the system's units and stand-ins for
+    // /usr/bin/shrike and /bin/kill (the package test verifies the installed
+    // unit for real).
     let root = TempDir::new("unit-root");
     let units = root.path().join("lib/systemd");
     std::fs::create_dir_all(&units).expect("mkdir");
@@ -276,10 +277,13 @@ fn systemd_unit_verifies() {
     std::fs::create_dir_all(&etc).expect("mkdir");
     std::fs::copy(workspace_root().join("deploy/shrike.service"), etc.join("shrike.service"))
         .expect("copy the unit");
-    let bin = root.path().join("usr/bin/shrike");
-    std::fs::create_dir_all(bin.parent().expect("parent")).expect("mkdir");
-    std::fs::write(&bin, "#!/bin/sh\n").expect("stand-in");
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Stand-ins for ExecStart's and ExecReload's commands.
+    for bin in ["usr/bin/shrike", "bin/kill"] {
+        let bin = root.path().join(bin);
+        std::fs::create_dir_all(bin.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&bin, "#!/bin/sh\n").expect("stand-in");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(format!("--root={}", root.path().display()))
@@ -291,6 +295,7 @@ fn systemd_unit_verifies() {
     let unit = unit_text();
     for line in [
         "ExecStart=/usr/bin/shrike run --config /etc/shrike/shrike.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
         "ProtectSystem=strict",
         "ProtectHome=yes",

@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 
 use super::{Event, ExtraDetails, PayloadItem, Uuid, event};
 
@@ -30,9 +30,15 @@ pub const END_TIME_UTC: &str = "EndTimeUtc";
 /// both hits wrote as an integer (ids, ports), `""` for other text, the
 /// unspecified address (`0.0.0.0`, `::`) for addresses, `None` for optional
 /// fields. Returns `false` when the two cannot be merged (an enumerated field
-/// differs); `self` may then be partly merged, so merge into a copy.
+/// differs); `self` may then be partly merged: check [`Merge::compatible`]
+/// first, or merge into a copy.
 pub trait Merge {
     fn merge(&mut self, other: &Self) -> bool;
+
+    /// Whether `merge` would succeed, without changing anything.
+    fn compatible(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
 macro_rules! merge_numbers {
@@ -52,7 +58,12 @@ merge_numbers!(u16, u32, u64, i32, i64);
 impl Merge for String {
     fn merge(&mut self, other: &Self) -> bool {
         if self != other {
-            *self = zero_text(self, Some(other));
+            // Already zeroed by an earlier hit: most merges of a differing
+            // field end here, without allocating.
+            let zeroed = self.is_empty() || (self == "0" && other.parse::<i64>().is_ok());
+            if !zeroed {
+                *self = zero_text(self, Some(other));
+            }
         }
         true
     }
@@ -66,6 +77,10 @@ fn zero_text(a: &str, b: Option<&str>) -> String {
 
 impl Merge for bool {
     fn merge(&mut self, other: &Self) -> bool {
+        self == other
+    }
+
+    fn compatible(&self, other: &Self) -> bool {
         self == other
     }
 }
@@ -102,6 +117,13 @@ impl<T: Merge> Merge for Option<T> {
             }
         }
     }
+
+    fn compatible(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Some(a), Some(b)) => a.compatible(b),
+            _ => true,
+        }
+    }
 }
 
 /// Entries present in both with the same value stay; the others are zeroed
@@ -111,7 +133,9 @@ impl Merge for ExtraDetails {
         for (key, value) in self.iter_mut() {
             match other.get(key) {
                 Some(v) if v == value => {}
-                Some(v) => *value = zero_text(value, Some(v)),
+                Some(v) => {
+                    value.merge(v);
+                }
                 None => *value = zero_text(value, None),
             }
         }
@@ -160,32 +184,37 @@ impl std::error::Error for AggregateError {}
 pub struct Aggregate<T: PayloadItem> {
     item: T,
     hits: u64,
-    start: (DateTime<FixedOffset>, DateTime<Utc>),
-    end: (DateTime<FixedOffset>, DateTime<Utc>),
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
 }
 
 impl<T: PayloadItem> Aggregate<T> {
     /// The first hit, seen at `at` (local time: the system's time zone).
     pub fn new(item: T, at: DateTime<Utc>) -> Self {
-        let stamp = (event::local_time(at), at);
-        Aggregate { item, hits: 1, start: stamp, end: stamp }
+        Aggregate { item, hits: 1, start: at, end: at }
     }
 
-    /// One more hit. On error nothing changes.
+    /// One more hit. On error nothing changes. Merges in place: the hot path
+    /// of a repetitive workload compares fields and allocates nothing.
     pub fn add(&mut self, item: &T, at: DateTime<Utc>) -> Result<(), AggregateError> {
-        let mut merged = self.item.clone();
-        if !merged.merge(item) {
+        if !self.item.compatible(item) {
             return Err(AggregateError::Incompatible);
         }
-        self.item = merged;
+        let merged = self.item.merge(item);
+        debug_assert!(merged, "compatible() and merge() disagree");
         self.hits += 1;
-        if at < self.start.1 {
-            self.start = (event::local_time(at), at);
-        }
-        if at > self.end.1 {
-            self.end = (event::local_time(at), at);
-        }
+        self.start = self.start.min(at);
+        self.end = self.end.max(at);
         Ok(())
+    }
+
+    /// One more hit that the caller knows would merge without changing the
+    /// item (its fields equal the item's, or differ only where the item is
+    /// already zeroed): counts it and its time, without building the item.
+    pub fn add_repeat(&mut self, at: DateTime<Utc>) {
+        self.hits += 1;
+        self.start = self.start.min(at);
+        self.end = self.end.max(at);
     }
 
     pub fn hits(&self) -> u64 {
@@ -203,10 +232,12 @@ impl<T: PayloadItem> Aggregate<T> {
         let mut item = self.item;
         let extra: &mut ExtraDetails = item.extra_details_mut();
         extra.insert(HIT_COUNT.into(), self.hits.to_string());
-        extra.insert(START_TIME_LOCAL.into(), event::format_local(&self.start.0));
-        extra.insert(START_TIME_UTC.into(), event::format_utc(&self.start.1));
-        extra.insert(END_TIME_LOCAL.into(), event::format_local(&self.end.0));
-        extra.insert(END_TIME_UTC.into(), event::format_utc(&self.end.1));
+        // Local times in the zone's offset of now (they differ from the
+        // offset at the hit only across a DST change within the interval).
+        extra.insert(START_TIME_LOCAL.into(), event::format_local(&event::local_time(self.start)));
+        extra.insert(START_TIME_UTC.into(), event::format_utc(&self.start));
+        extra.insert(END_TIME_LOCAL.into(), event::format_local(&event::local_time(self.end)));
+        extra.insert(END_TIME_UTC.into(), event::format_utc(&self.end));
         item
     }
 

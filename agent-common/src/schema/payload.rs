@@ -38,6 +38,10 @@ macro_rules! payload_items {
                     $( ok &= Merge::merge(&mut self.$field, &other.$field); )*
                     ok
                 }
+
+                fn compatible(&self, other: &Self) -> bool {
+                    true $( && Merge::compatible(&self.$field, &other.$field) )*
+                }
             }
         )*
     };
@@ -405,6 +409,10 @@ macro_rules! value_enums {
             /// that differ in it are not merged.
             impl Merge for $name {
                 fn merge(&mut self, other: &Self) -> bool {
+                    self == other
+                }
+
+                fn compatible(&self, other: &Self) -> bool {
                     self == other
                 }
             }

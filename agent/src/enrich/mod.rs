@@ -133,7 +133,7 @@ mod tests {
 
     fn ev(pid: u32, body: Body) -> Event {
         Event {
-            time: String::new(),
+            time: Default::default(),
             ktime_ns: 0,
             pid,
             tid: pid,

@@ -79,8 +79,10 @@ impl Kind {
 /// flattened into the same JSON object, tagged by `kind`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    /// Wall-clock time (RFC 3339, UTC), from the kernel's monotonic timestamp.
-    pub time: String,
+    /// Wall-clock time, from the kernel's monotonic timestamp; in JSON,
+    /// RFC 3339 UTC with nanoseconds (formatted only when printed).
+    #[serde(serialize_with = "rfc3339_nanos")]
+    pub time: chrono::DateTime<chrono::Utc>,
     /// CLOCK_MONOTONIC nanoseconds as the kernel stamped it.
     pub ktime_ns: u64,
     pub pid: u32,
@@ -100,6 +102,10 @@ pub struct Event {
     pub body: Body,
 }
 
+fn rfc3339_nanos<S: serde::Serializer>(t: &chrono::DateTime<chrono::Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&t.format("%Y-%m-%dT%H:%M:%S%.9fZ"))
+}
+
 impl Event {
     pub fn kind(&self) -> Kind {
         match self.body {
@@ -116,7 +122,7 @@ impl Event {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Body {
     Exec(Exec),
@@ -130,7 +136,7 @@ pub enum Body {
     Privilege(Privilege),
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Exec {
     pub filename: String,
     pub argv: Vec<String>,
@@ -154,7 +160,7 @@ pub struct Exec {
     pub args_unreadable: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Exit {
     /// The exit code when the process exited normally.
     pub exit_code: Option<i32>,
@@ -162,12 +168,12 @@ pub struct Exit {
     pub signal: Option<i32>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Fork {
     pub child_pid: u32,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Sock {
     /// "tcp", "udp" or "unknown".
     pub protocol: &'static str,
@@ -190,7 +196,7 @@ pub struct Sock {
     pub error: Option<&'static str>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Login {
     pub service: String,
     pub user: String,
@@ -206,7 +212,7 @@ pub struct Login {
     pub pam_error: &'static str,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Privilege {
     /// "setuid", "setresgid", "capset", ...
     pub call: &'static str,
@@ -225,7 +231,7 @@ pub struct Privilege {
     pub caps: Option<Caps>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Caps {
     pub effective: String,
     pub permitted: String,

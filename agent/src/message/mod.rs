@@ -102,7 +102,7 @@ pub fn to_payload(ev: &Event) -> Option<Payload> {
 
 /// When the event happened; now if its time does not parse (it always should).
 pub fn time_of(ev: &Event) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(&ev.time).map(|t| t.to_utc()).unwrap_or_else(|_| Utc::now())
+    ev.time
 }
 
 fn set(extra: &mut ExtraDetails, key: &str, value: impl ToString) {

@@ -7,7 +7,7 @@ use crate::events::{Caps, Fork, Login as PamLogin};
 
 pub(crate) fn event(body: Body) -> Event {
     Event {
-        time: "2026-03-01T12:00:00.123456789Z".into(),
+        time: "2026-03-01T12:00:00.123456789Z".parse().unwrap(),
         ktime_ns: 1,
         pid: 4242,
         tid: 4243,

@@ -202,6 +202,14 @@ impl Settings {
         Ok(())
     }
 
+    /// What [`Publisher::start`] checks, without starting anything: the
+    /// settings and the TLS files (a reload checks new hub settings before it
+    /// stops the running publisher).
+    pub fn check(&self) -> Result<(), MqttError> {
+        self.validate()?;
+        self.mqtt_options().map(drop)
+    }
+
     fn mqtt_options(&self) -> Result<MqttOptions, MqttError> {
         let mut o = MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
         o.set_keep_alive(self.keep_alive)
@@ -313,6 +321,8 @@ struct Counters {
     connection_errors: AtomicU64,
     oversize_dropped: AtomicU64,
     submit_errors: AtomicU64,
+    /// Submits that found the spool full (for the log's rate limit).
+    spool_full: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -390,7 +400,15 @@ impl Publisher {
         drop(spool);
         let seq = pushed.inspect_err(|_| bump(&counters.submit_errors, 1))?;
         if newly_dropped > 0 {
-            tracing::warn!(dropped = newly_dropped, "spool full: dropped the oldest messages");
+            let n = counters.spool_full.fetch_add(1, Ordering::Relaxed) + 1;
+            if crate::telemetry::sampled(n) {
+                tracing::warn!(
+                    dropped = newly_dropped,
+                    dropped_total = dropped_before + newly_dropped,
+                    count = n,
+                    "spool full: dropped the oldest messages"
+                );
+            }
         }
         self.shared.wake.notify_one();
         Ok(seq)
@@ -693,19 +711,25 @@ impl Sender {
             let payload = match spool.read(seq) {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!("skipping spooled message: {e}");
+                    let n = spool.stats().corrupt;
+                    if crate::telemetry::sampled(n) {
+                        tracing::warn!(count = n, "skipping spooled message: {e}");
+                    }
                     continue;
                 }
             };
             if payload.len() > self.max_message_size {
                 spool.ack(seq);
-                bump(&self.shared.counters.oversize_dropped, 1);
-                tracing::warn!(
-                    seq,
-                    size = payload.len(),
-                    limit = self.max_message_size,
-                    "dropping spooled message over the size limit"
-                );
+                let n = self.shared.counters.oversize_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if crate::telemetry::sampled(n) {
+                    tracing::warn!(
+                        seq,
+                        size = payload.len(),
+                        limit = self.max_message_size,
+                        count = n,
+                        "dropping spooled message over the size limit"
+                    );
+                }
                 continue;
             }
             let len = payload.len();

@@ -127,9 +127,12 @@ impl Spool {
                     spool.next_seq = spool.next_seq.max(seq + 1);
                 }
                 Err(why) => {
-                    tracing::warn!(file = %path.display(), "removing corrupt spool record: {why}");
                     let _ = fs::remove_file(&path);
                     spool.stats.corrupt += 1;
+                    let n = spool.stats.corrupt;
+                    if crate::telemetry::sampled(n) {
+                        tracing::warn!(file = %path.display(), count = n, "removing corrupt spool record: {why}");
+                    }
                 }
             }
         }

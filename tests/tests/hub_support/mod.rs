@@ -386,9 +386,14 @@ impl RunAgent {
 
     /// Sends SIGINT without waiting (to stop several agents at once).
     pub fn interrupt(&self) {
+        self.signal(libc::SIGINT);
+    }
+
+    /// Sends `sig` (SIGHUP: reload) without waiting.
+    pub fn signal(&self, sig: i32) {
         if let Some(c) = &self.child {
             // SAFETY: signals our own, not yet reaped, child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            unsafe { libc::kill(c.id() as i32, sig) };
         }
     }
 
