@@ -138,7 +138,10 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
-/// utime+stime of `pid` in ns (clock ticks of 10 ms).
+/// CPU time of `pid` in ns: the sum of its threads' run time from
+/// /proc/PID/task/*/schedstat (nanoseconds), or utime+stime (10 ms ticks)
+/// where schedstat is missing. The larger of the two: a thread that has
+/// exited is gone from task/ but still counted in utime+stime.
 fn cpu_ns(pid: u32) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &s[s.rfind(')')? + 2..];
@@ -146,7 +149,17 @@ fn cpu_ns(pid: u32) -> Option<u64> {
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(ticks * 1_000_000_000 / hz)
+    let from_ticks = ticks * 1_000_000_000 / hz;
+    let sched: u64 = fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    // Ticks are sampled: trust them only where they exceed schedstat by more
+    // than their own granularity (exited threads).
+    Some(if from_ticks > sched + 2 * 1_000_000_000 / hz { from_ticks } else { sched.max(1) })
 }
 
 fn status_kb(pid: u32, key: &str) -> Option<u64> {
@@ -1044,6 +1057,8 @@ struct Report {
     /// Lost in the kernel or the tool over the whole round.
     lost: Option<u64>,
     lost_detail: Value,
+    /// Kernel records the agent read over the round (its stop log).
+    records: Option<u64>,
 }
 
 fn stop_config(mut r: Running) -> (Running, Option<String>) {
@@ -1097,6 +1112,10 @@ fn finish_config(r: Running, runs: &[Done], bench_pid: u32) -> Report {
                 rep.lost = Some(detail.values().filter_map(Value::as_u64).sum());
             }
             rep.lost_detail = Value::Object(detail);
+            rep.records = log
+                .lines()
+                .rev()
+                .find_map(|l| l.split_once(" received=")?.1.split_whitespace().next()?.parse().ok());
         }
         "bpftrace" => {
             let mut lines_by_kind: HashMap<&str, Vec<(u32, u64)>> = HashMap::new();
@@ -1611,6 +1630,7 @@ pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
             };
             std::thread::sleep(Duration::from_millis(500));
             let idle_rss = r.pid.and_then(|p| status_kb(p, "VmRSS"));
+            let round_cpu0 = r.pid.and_then(cpu_ns);
             let mut runs = Vec::new();
             let mut per = Vec::new();
             for wl in Wl::ALL {
@@ -1631,10 +1651,15 @@ pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
             }
             let peak_rss = r.pid.and_then(|p| status_kb(p, "VmHWM"));
             let rss_now = r.pid.and_then(|p| status_kb(p, "VmRSS"));
+            let round_cpu = round_cpu0.zip(r.pid.and_then(cpu_ns)).map(|(a, b)| b.saturating_sub(a));
             let rep = finish_config(r, &runs, bench_pid);
+            // Userspace cost per kernel record (fork, exec, exit, connect,
+            // accept... each one record), over the whole round.
+            let per_record = round_cpu.zip(rep.records).map(|(c, n)| c as f64 / n.max(1) as f64);
             rounds_json.push(
                 json!({"config": cfg, "round": round, "idle_rss_kb": idle_rss, "peak_rss_kb": peak_rss,
-                "rss_after_kb": rss_now, "lost": rep.lost, "lost_detail": rep.lost_detail}),
+                "rss_after_kb": rss_now, "lost": rep.lost, "lost_detail": rep.lost_detail,
+                "cpu_ns": round_cpu, "records": rep.records, "cpu_ns_per_record": per_record}),
             );
             for (i, (d, (cpu, kernel))) in runs.into_iter().zip(per).enumerate() {
                 samples.push(Sample {
@@ -1755,6 +1780,16 @@ pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
                 peak / 1024.0
             ));
         }
+        let per_record =
+            median(&rr.iter().filter_map(|r| r["cpu_ns_per_record"].as_f64()).collect::<Vec<_>>());
+        if per_record.is_finite() {
+            let records = median(&rr.iter().filter_map(|r| r["records"].as_f64()).collect::<Vec<_>>());
+            mem.push_str(&format!(
+                "{cfg}: agent CPU {:.0} ns per kernel record, over whole rounds of all workloads \
+                 ({:.0} records per round; median over rounds)\n",
+                per_record, records
+            ));
+        }
     }
     for (c, e) in &failed {
         notes.push(format!("{c} could not run: {e}"));
@@ -1835,7 +1870,7 @@ pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
     md.push_str("```\n");
     md.push_str(&table);
     md.push_str("```\n\n");
-    md.push_str("Columns: ops/s median (min-max over rounds); ratio = median ops/s / no-agent median; recv/gen = events the tool reported / events the generator made, summed over rounds (Shrike: HitCount sums of the workload's events received by a subscriber of the broker); lost = the tool's own loss counter summed over the rounds (Shrike: kernel_lost, all kinds); kern ns/ev = BPF run time of the tool's programs / generated events (median); cpu ns/ev = the tool's user+sys CPU / generated events (10 ms ticks: coarse); B/ev = MQTT payload bytes / generated event.\n\n");
+    md.push_str("Columns: ops/s median (min-max over rounds); ratio = median ops/s / no-agent median; recv/gen = events the tool reported / events the generator made, summed over rounds (Shrike: HitCount sums of the workload's events received by a subscriber of the broker); lost = the tool's own loss counter summed over the rounds (Shrike: kernel_lost, all kinds); kern ns/ev = BPF run time of the tool's programs / generated events (median); cpu ns/ev = the tool's CPU time / generated events (its threads' schedstat run time, ns); B/ev = MQTT payload bytes / generated event.\n\n");
     md.push_str("BPF cost per program run (median ns per run over rounds; kernel.bpf_stats_enabled):\n\n");
     for e in &summary {
         let Some(progs) = e["kernel_ns_per_run_by_program"].as_object() else { continue };
