@@ -267,7 +267,8 @@ impl Aggregator {
                 match Merging::new(payload.clone(), at) {
                     Some(merging) => {
                         self.hits += 1;
-                        self.open.insert(k, Slot::Open(Box::new(Open { merging, first: ev.clone(), zeroed: 0 })));
+                        self.open
+                            .insert(k, Slot::Open(Box::new(Open { merging, first: ev.clone(), zeroed: 0 })));
                         Pushed::Merged
                     }
                     None => Pushed::Single(sm::Event::at(at, payload)),
