@@ -138,6 +138,12 @@ pub fn signal_deliver(ctx: TracePointContext) -> u32 {
     let Ok(sig) = (unsafe { ctx.read_at::<i32>(8) }) else {
         return 0;
     };
+    // Most signals delivered are not fatal by default (SIGCHLD to every
+    // parent of an exiting child): nothing to record, and no FATAL_SENT entry
+    // can be this signal (only fatal-by-default ones are stored).
+    if !(1..32).contains(&sig) || FATAL_DEFAULT & (1u64 << sig) == 0 {
+        return 0;
+    }
     let Ok(handler) = (unsafe { ctx.read_at::<u64>(24) }) else {
         return 0;
     };
