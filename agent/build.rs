@@ -9,6 +9,9 @@
 //! Debian bookworm: it needs LLVM 22 development libraries). Missing components
 //! are installed with rustup; if that fails the build stops with the command.
 //!
+//! The objects are built in `ebpf/<arch>-<variant>/` of the target directory,
+//! once per architecture for all the agent's builds, and copied to OUT_DIR.
+//!
 //! Set SHRIKE_EBPF_OBJECTS=DIR to use prebuilt `shrike-ring.bpf.o` and
 //! `shrike-perf.bpf.o` from DIR instead (cross builds reuse one build).
 
@@ -62,8 +65,12 @@ fn main() {
     let endian = env::var("CARGO_CFG_TARGET_ENDIAN").expect("target endian");
     let target = if endian == "big" { "bpfeb-unknown-none" } else { "bpfel-unknown-none" };
 
+    // The kernel programs do not depend on the agent's profile or libc: every
+    // build of the agent for one architecture (debug, release, tests, clippy,
+    // glibc and musl) shares one eBPF build, kept current by cargo itself.
+    let ebpf_dir = ebpf_target_dir(&out_dir);
     for (variant, features) in [("ring", "ringbuf"), ("perf", "perf")] {
-        let target_dir = out_dir.join(format!("ebpf-{variant}"));
+        let target_dir = ebpf_dir.join(format!("{arch}-{variant}"));
         let mut rustflags = format!("--cfg=bpf_target_arch=\"{arch}\"");
         if let Some(linker) = &linker {
             rustflags.push('\x1f');
@@ -93,6 +100,19 @@ fn main() {
         let dst = out_dir.join(format!("shrike-{variant}.bpf.o"));
         std::fs::copy(&obj, &dst).unwrap_or_else(|e| fail(&format!("cannot copy {}: {e}", obj.display())));
     }
+}
+
+/// `ebpf/` in the outermost cargo target directory above OUT_DIR (the one
+/// marked with CACHEDIR.TAG; `target/<triple>/` has one too), or OUT_DIR
+/// itself when there is none. The builds sharing it are serialized by cargo's
+/// lock on it; each variant has its own directory, so one variant's build
+/// never replaces the object another is copying.
+fn ebpf_target_dir(out_dir: &Path) -> PathBuf {
+    out_dir
+        .ancestors()
+        .filter(|d| d.join("CACHEDIR.TAG").is_file())
+        .last()
+        .map_or_else(|| out_dir.to_path_buf(), |target| target.join("ebpf"))
 }
 
 fn fail(msg: &str) -> ! {
