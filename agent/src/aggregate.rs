@@ -163,7 +163,7 @@ fn volatile_diff(first: &Event, ev: &Event) -> Option<u8> {
 
 enum Slot {
     /// Seen once and sent at once (leading edge), no repeat yet.
-    Sent(Event),
+    Sent(Box<Event>),
     Open(Box<Open>),
 }
 
@@ -261,7 +261,7 @@ impl Aggregator {
                     return Pushed::Single(sm::Event::at(at, payload));
                 }
                 if self.leading_edge {
-                    self.open.insert(k, Slot::Sent(ev.clone()));
+                    self.open.insert(k, Slot::Sent(Box::new(ev.clone())));
                     return Pushed::Single(sm::Event::at(at, payload));
                 }
                 match Merging::new(payload.clone(), at) {

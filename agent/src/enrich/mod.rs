@@ -4,14 +4,15 @@
 pub mod proc;
 pub mod users;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::events::{Body, Event};
 
 #[derive(Clone, Debug, Default)]
 pub struct ProcInfo {
     pub ppid: u32,
-    pub exe: Option<String>,
+    /// Shared: a fork's child starts with its parent's, without a copy.
+    pub exe: Option<Arc<str>>,
 }
 
 /// pid -> (ppid, executable). Bounded: entries of processes whose exit was lost
@@ -76,10 +77,12 @@ impl ProcessTable {
     pub fn apply(&mut self, ev: &mut Event) {
         match &mut ev.body {
             Body::Fork(f) => {
-                let parent = self.lookup_or_proc(ev.pid).cloned();
-                let exe = parent.as_ref().and_then(|p| p.exe.clone());
-                ev.ppid = parent.map(|p| p.ppid);
-                ev.exe = exe.clone();
+                let (ppid, exe) = match self.lookup_or_proc(ev.pid) {
+                    Some(p) => (Some(p.ppid), p.exe.clone()),
+                    None => (None, None),
+                };
+                ev.ppid = ppid;
+                ev.exe = exe.as_deref().map(str::to_owned);
                 self.insert(f.child_pid, ProcInfo { ppid: ev.pid, exe });
             }
             Body::Exec(x) => {
@@ -90,36 +93,37 @@ impl ProcessTable {
                         x.argv = argv;
                     }
                 }
-                let known = self.lookup_or_proc(ev.pid).cloned().unwrap_or_default();
+                let known = self.lookup_or_proc(ev.pid).cloned().unwrap_or_default(); // exe: an Arc clone
                 ev.ppid = Some(known.ppid);
                 if x.success {
                     // The path the kernel executed: consistent for every hit
                     // (aggregation keys on it) and free of /proc races with
                     // short-lived processes; /proc only for relative paths
                     // and cut ones (a cut path names nothing: never the exe).
-                    let exe = if x.filename.starts_with('/') && !x.filename_truncated {
-                        Some(x.filename.clone())
+                    let exe: Option<Arc<str>> = if x.filename.starts_with('/') && !x.filename_truncated {
+                        Some(x.filename.as_str().into())
                     } else {
                         proc::read_exe(&self.proc_root, ev.pid)
-                            .or_else(|| (!x.filename_truncated).then(|| x.filename.clone()))
+                            .map(Arc::from)
+                            .or_else(|| (!x.filename_truncated).then(|| x.filename.as_str().into()))
                     };
-                    ev.exe = exe.clone();
+                    ev.exe = exe.as_deref().map(str::to_owned);
                     self.insert(ev.pid, ProcInfo { ppid: known.ppid, exe });
                 } else {
-                    ev.exe = known.exe.clone();
+                    ev.exe = known.exe.as_deref().map(str::to_owned);
                 }
-                x.parent_exe = self.procs.get(&known.ppid).and_then(|p| p.exe.clone());
+                x.parent_exe = self.procs.get(&known.ppid).and_then(|p| p.exe.as_deref().map(str::to_owned));
             }
             Body::Exit(_) => {
                 if let Some(info) = self.procs.remove(&ev.pid) {
                     ev.ppid = Some(info.ppid);
-                    ev.exe = info.exe;
+                    ev.exe = info.exe.as_deref().map(str::to_owned);
                 }
             }
             _ => {
                 if let Some(info) = self.lookup_or_proc(ev.pid) {
                     ev.ppid = Some(info.ppid);
-                    ev.exe = info.exe.clone();
+                    ev.exe = info.exe.as_deref().map(str::to_owned);
                 }
             }
         }

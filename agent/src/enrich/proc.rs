@@ -26,7 +26,7 @@ pub fn read_exe(root: &Path, pid: u32) -> Option<String> {
 
 pub fn read_info(root: &Path, pid: u32) -> Option<ProcInfo> {
     let ppid = read_ppid(root, pid)?;
-    Some(ProcInfo { ppid, exe: read_exe(root, pid) })
+    Some(ProcInfo { ppid, exe: read_exe(root, pid).map(Into::into) })
 }
 
 /// (executable, argv) from /proc/PID/cmdline.
