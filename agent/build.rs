@@ -9,8 +9,8 @@
 //! Debian bookworm: it needs LLVM 22 development libraries). Missing components
 //! are installed with rustup; if that fails the build stops with the command.
 //!
-//! The objects are built in `ebpf/<arch>-<variant>/` of the target directory,
-//! once per architecture for all the agent's builds, and copied to OUT_DIR.
+//! The objects are built in `ebpf/<arch>/` of the target directory, once per
+//! architecture for all the agent's builds, and copied to OUT_DIR.
 //!
 //! Set SHRIKE_EBPF_OBJECTS=DIR to use prebuilt `shrike-ring.bpf.o` and
 //! `shrike-perf.bpf.o` from DIR instead (cross builds reuse one build).
@@ -67,10 +67,14 @@ fn main() {
 
     // The kernel programs do not depend on the agent's profile or libc: every
     // build of the agent for one architecture (debug, release, tests, clippy,
-    // glibc and musl) shares one eBPF build, kept current by cargo itself.
-    let ebpf_dir = ebpf_target_dir(&out_dir);
+    // glibc and musl) shares one eBPF build, kept current by cargo itself, and
+    // both variants share its `core`.
+    let target_dir = ebpf_target_dir(&out_dir).join(&arch);
     for (variant, features) in [("ring", "ringbuf"), ("perf", "perf")] {
-        let target_dir = ebpf_dir.join(format!("{arch}-{variant}"));
+        // This build's own copy of the object (cargo's `--artifact-dir`): the
+        // shared directory's `release/shrike-ebpf` is whichever variant was
+        // built last, by any build.
+        let artifact_dir = out_dir.join(format!("ebpf-{variant}"));
         let mut rustflags = format!("--cfg=bpf_target_arch=\"{arch}\"");
         if let Some(linker) = &linker {
             rustflags.push('\x1f');
@@ -82,6 +86,8 @@ fn main() {
             .args(["--no-default-features", "--features", features])
             .arg("--target-dir")
             .arg(&target_dir)
+            .args(["-Z", "unstable-options", "--artifact-dir"])
+            .arg(&artifact_dir)
             .current_dir(&root)
             .stdout(std::process::Stdio::from(std::io::stderr()))
             .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
@@ -96,23 +102,24 @@ fn main() {
         if !status.success() {
             fail(&format!("building the eBPF object ({variant}) failed: {cmd:?}"));
         }
-        let obj = target_dir.join(target).join("release/shrike-ebpf");
+        let obj = artifact_dir.join("shrike-ebpf");
         let dst = out_dir.join(format!("shrike-{variant}.bpf.o"));
         std::fs::copy(&obj, &dst).unwrap_or_else(|e| fail(&format!("cannot copy {}: {e}", obj.display())));
     }
 }
 
-/// `ebpf/` in the outermost cargo target directory above OUT_DIR (the one
-/// marked with CACHEDIR.TAG; `target/<triple>/` has one too), or OUT_DIR
-/// itself when there is none. The builds sharing it are serialized by cargo's
-/// lock on it; each variant has its own directory, so one variant's build
-/// never replaces the object another is copying.
+/// `ebpf/` in the cargo target directory: OUT_DIR is
+/// `<target dir>/[<triple>/]<profile>/build/<package>-<hash>/out` (the
+/// triple when cargo was given `--target`). Cargo's lock on it serializes the
+/// builds that share it.
 fn ebpf_target_dir(out_dir: &Path) -> PathBuf {
-    out_dir
-        .ancestors()
-        .filter(|d| d.join("CACHEDIR.TAG").is_file())
-        .last()
-        .map_or_else(|| out_dir.to_path_buf(), |target| target.join("ebpf"))
+    let Some(mut dir) = out_dir.ancestors().nth(4) else {
+        return out_dir.to_path_buf();
+    };
+    if dir.file_name().is_some_and(|name| Some(name) == env::var_os("TARGET").as_deref()) {
+        dir = dir.parent().unwrap_or(dir);
+    }
+    dir.join("ebpf")
 }
 
 fn fail(msg: &str) -> ! {

@@ -44,16 +44,15 @@ fn on_path(bin: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
 }
 
-/// `cargo build --package shrike` (release or not), for `target` when given:
-/// adds the rustup target when missing and sets the C compiler and linker a
-/// cross build needs. Returns the binary's path.
-pub fn build(release: bool, target: Option<&str>) -> anyhow::Result<PathBuf> {
+/// `cargo build --package shrike --profile <profile>` (`dev`, `release`, or
+/// one of the workspace's CI profiles), for `target` when given: adds the
+/// rustup target when missing and sets the C compiler and linker a cross
+/// build needs. Returns the binary's path.
+pub fn build(profile: &str, target: Option<&str>) -> anyhow::Result<PathBuf> {
     let mut c = cargo();
-    c.args(["build", "--package", "shrike"]);
-    if release {
-        c.arg("--release");
-    }
-    let profile = if release { "release" } else { "debug" };
+    c.args(["build", "--package", "shrike", "--profile", profile]);
+    // Cargo's directory of the dev profile is `debug`.
+    let profile = if profile == "dev" { "debug" } else { profile };
     let Some(triple) = target.filter(|t| *t != host_triple()) else {
         run(c)?;
         return Ok(root().join("target").join(profile).join("shrike"));
@@ -104,10 +103,12 @@ fn ensure_rustup_target(triple: &str) -> anyhow::Result<()> {
     run(add)
 }
 
-/// Prints the binary's size (for release notes and the 10 MB budget).
-pub fn report_size(bin: &Path) -> anyhow::Result<()> {
+/// Prints the binary's size (for release notes and the 10 MB budget, which
+/// is the release profile's).
+pub fn report_size(bin: &Path, profile: &str) -> anyhow::Result<()> {
     let len = fs::metadata(bin).with_context(|| format!("{}", bin.display()))?.len();
-    eprintln!("xtask: {} ({:.2} MB)", bin.display(), len as f64 / 1e6);
+    let note = if profile == "release" { "" } else { ", not a release build" };
+    eprintln!("xtask: {} ({:.2} MB, profile {profile}{note})", bin.display(), len as f64 / 1e6);
     Ok(())
 }
 
@@ -129,14 +130,18 @@ pub fn deb_arch(triple: &str) -> anyhow::Result<&'static str> {
 const MAINTAINER: &str = "Shrike developers <shrike-agent@users.noreply.github.com>";
 const SERVICE: &str = "shrike.service";
 
-/// Builds `target/debian/shrike_<version>_<arch>.deb` (the release binary is
-/// built first unless `bin` is given) and returns its path.
-pub fn deb(target: Option<&str>, bin: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+/// Builds `target/debian/shrike_<version>_<arch>.deb` (the binary is built
+/// with `profile` first unless `bin` is given) and returns its path.
+pub fn deb(target: Option<&str>, bin: Option<PathBuf>, profile: &str) -> anyhow::Result<PathBuf> {
     let triple = target.map(str::to_owned).unwrap_or_else(host_triple);
     let arch = deb_arch(&triple)?;
     let bin = match bin {
         Some(b) => b,
-        None => build(true, Some(&triple))?,
+        None if profile == "release" => build(profile, Some(&triple))?,
+        None => {
+            eprintln!("xtask: packaging a build of the {profile} profile, not a release build");
+            build(profile, Some(&triple))?
+        }
     };
     let out_dir = root().join("target/debian");
     let stage = out_dir.join(format!("shrike_{VERSION}_{arch}"));
@@ -478,13 +483,13 @@ exit 0
 
 /// roff for shrike(1): the top-level `--help` and every subcommand's, verbatim.
 /// The binary runs on the build machine only when it is of its architecture;
-/// otherwise the host's build of the same sources gives the texts.
+/// otherwise the host's (dev) build of the same sources gives the texts.
 fn man_page(bin: &Path, triple: &str) -> anyhow::Result<String> {
     let helper =
         if triple == host_triple() || triple == format!("{}-unknown-linux-musl", std::env::consts::ARCH) {
             bin.to_path_buf()
         } else {
-            build(true, None)?
+            build("dev", None)?
         };
     let help = |args: &[&str]| -> anyhow::Result<String> {
         let out = Command::new(&helper)

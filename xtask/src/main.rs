@@ -1,10 +1,11 @@
 //! `cargo xtask`: the project's tasks.
 //!
 //! - `cargo xtask run [--release] -- <agent args>`: build and run the agent as root.
-//! - `cargo xtask test`: unit tests, then the privileged integration tests.
+//! - `cargo xtask test [--quick]`: unit tests, then the privileged integration
+//!   tests, the deployment tests included unless `--quick`.
 //! - `cargo xtask lint`: rustfmt check and clippy (-D warnings), kernel crate included.
-//! - `cargo xtask build [--release] [--target T]`: build the agent (and its embedded eBPF objects).
-//! - `cargo xtask deb [--target T]`: the Debian package, in target/debian/.
+//! - `cargo xtask build [--release | --profile P] [--target T]`: build the agent (and its embedded eBPF objects).
+//! - `cargo xtask deb [--target T] [--profile P]`: the Debian package, in target/debian/.
 
 use std::{
     path::{Path, PathBuf},
@@ -31,6 +32,10 @@ enum Task {
     Build {
         #[arg(long)]
         release: bool,
+        /// Cargo profile (default: dev, or release with --release); the
+        /// deployment tests use the workspace's ci-release and ci-dev.
+        #[arg(long, conflicts_with = "release")]
+        profile: Option<String>,
         /// Rust target triple (x86_64-unknown-linux-musl for a static binary,
         /// aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf).
         #[arg(long)]
@@ -45,6 +50,10 @@ enum Task {
         /// Package this binary instead of building one.
         #[arg(long)]
         bin: Option<PathBuf>,
+        /// Cargo profile of the packaged build (the deployment tests use
+        /// ci-release: release without whole-program LTO).
+        #[arg(long, default_value = "release")]
+        profile: String,
     },
     /// Build and run the agent as root; arguments after `--` go to the agent
     /// (default: `events`, live security events as JSON lines).
@@ -55,12 +64,13 @@ enum Task {
         args: Vec<String>,
     },
     /// Run all tests: unit tests, then the privileged integration tests
-    /// (real kernel, real logins) one at a time.
+    /// (real kernel, real logins, deployment) one at a time.
     Test {
-        /// Also run the slow deployment tests (release .deb, static container,
-        /// aarch64 cross build).
+        /// Leave out the slow deployment tests (Debian package with lintian
+        /// and dpkg, static container under podman, aarch64 cross build under
+        /// qemu), which add several minutes of builds.
         #[arg(long)]
-        heavy: bool,
+        quick: bool,
         /// Extra arguments for the test binaries (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -111,10 +121,33 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/mosquitto_sub", "mosquitto-clients"),
 ];
 
-/// Installs the packages the tests need when they are missing (Debian, as root).
-fn install_test_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> =
-        TEST_PACKAGES.iter().filter(|(bin, _)| !Path::new(bin).exists()).map(|(_, pkg)| *pkg).collect();
+/// What the deployment tests (tests/tests/deploy.rs) build and run with:
+/// (file, package).
+const DEPLOY_TEST_PACKAGES: &[(&str, &str)] = &[
+    ("/usr/bin/dpkg-deb", "dpkg"),
+    ("/usr/bin/lintian", "lintian"),
+    ("/usr/bin/man", "man-db"),
+    ("/usr/bin/file", "file"),
+    ("/usr/bin/objcopy", "binutils"),
+    ("/usr/bin/podman", "podman"),
+    ("/usr/sbin/runc", "runc"),
+    ("/usr/bin/musl-gcc", "musl-tools"),
+    ("/usr/bin/aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+    ("/usr/bin/aarch64-linux-gnu-objcopy", "binutils-aarch64-linux-gnu"),
+    ("/usr/aarch64-linux-gnu/lib/libc.so", "libc6-dev-arm64-cross"),
+    ("/usr/bin/qemu-aarch64-static", "qemu-user-static"),
+];
+
+/// Installs the packages the tests need when they are missing (Debian, as
+/// root), those of the deployment tests too when `deploy`.
+fn install_test_packages(deploy: bool) -> anyhow::Result<()> {
+    let deploy = if deploy { DEPLOY_TEST_PACKAGES } else { &[] };
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .chain(deploy)
+        .filter(|(bin, _)| !Path::new(bin).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -134,11 +167,12 @@ fn install_test_packages() -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Build { release, target } => {
-            let bin = deb::build(release, target.as_deref())?;
-            deb::report_size(&bin)
+        Task::Build { release, profile, target } => {
+            let profile = profile.unwrap_or_else(|| if release { "release" } else { "dev" }.to_owned());
+            let bin = deb::build(&profile, target.as_deref())?;
+            deb::report_size(&bin, &profile)
         }
-        Task::Deb { target, bin } => deb::deb(target.as_deref(), bin).map(drop),
+        Task::Deb { target, bin, profile } => deb::deb(target.as_deref(), bin, &profile).map(drop),
         Task::Run { release, args } => {
             let mut c = cargo();
             c.args(["build", "--package", "shrike"]);
@@ -159,8 +193,8 @@ fn main() -> anyhow::Result<()> {
             cmd.args(&args);
             run(cmd)
         }
-        Task::Test { heavy, args } => {
-            install_test_packages()?;
+        Task::Test { quick, args } => {
+            install_test_packages(!quick)?;
             let mut unit = cargo();
             // The kernel crate only builds for its BPF target (`lint` checks it there).
             unit.args(["test", "--workspace", "--exclude", "shrike-tests", "--exclude", "shrike-ebpf"])
@@ -170,10 +204,8 @@ fn main() -> anyhow::Result<()> {
             if !is_root() {
                 eprintln!("xtask: the integration tests need root; running them with sudo");
             }
-            if heavy {
-                // SAFETY: single-threaded here; the child cargo inherits it.
-                unsafe { std::env::set_var("SHRIKE_HEAVY_TESTS", "1") };
-            }
+            // SAFETY: single-threaded here; the child cargo inherits it.
+            unsafe { std::env::set_var("SHRIKE_HEAVY_TESTS", if quick { "0" } else { "1" }) };
             let mut it = cargo();
             it.args(["test", "--package", "shrike-tests", "--", "--test-threads=1", "--nocapture"])
                 .args(&args);
