@@ -9,8 +9,8 @@
 //! Debian bookworm: it needs LLVM 22 development libraries). Missing components
 //! are installed with rustup; if that fails the build stops with the command.
 //!
-//! The objects are built in `ebpf/<arch>/` of the target directory, once per
-//! architecture for all the agent's builds, and copied to OUT_DIR.
+//! The objects are built in `ebpf/` of the target directory, shared by all the
+//! agent's builds, and copied to OUT_DIR.
 //!
 //! Set SHRIKE_EBPF_OBJECTS=DIR to use prebuilt `shrike-ring.bpf.o` and
 //! `shrike-perf.bpf.o` from DIR instead (cross builds reuse one build).
@@ -67,9 +67,9 @@ fn main() {
 
     // The kernel programs do not depend on the agent's profile or libc: every
     // build of the agent for one architecture (debug, release, tests, clippy,
-    // glibc and musl) shares one eBPF build, kept current by cargo itself, and
-    // both variants share its `core`.
-    let target_dir = ebpf_target_dir(&out_dir).join(&arch);
+    // glibc and musl) shares one eBPF build, kept current by cargo itself; the
+    // variants share `core`, the architectures the build scripts.
+    let target_dir = ebpf_target_dir(&out_dir);
     for (variant, features) in [("ring", "ringbuf"), ("perf", "perf")] {
         // This build's own copy of the object (cargo's `--artifact-dir`): the
         // shared directory's `release/shrike-ebpf` is whichever variant was

@@ -4,8 +4,7 @@
 //! static agent, and the aarch64 cross build.
 //!
 //! They build what they need with `cargo xtask build --profile P [--target T]`
-//! and `cargo xtask deb --profile P` (cached after the first run), with the
-//! workspace's CI profiles (see [`deploy_profile`]), and need Debian
+//! and `cargo xtask deb` (cached after the first run) and need Debian
 //! packages: lintian, dpkg, man-db, systemd, podman, runc, musl-tools,
 //! gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user-static, file,
 //! binutils (`cargo xtask test` and `.ci/run` install them). A missing tool
@@ -68,39 +67,20 @@ fn cargo_xtask(args: &[&str]) -> std::process::Output {
     out
 }
 
-/// The cargo profile of the binary the package ships and the capability
-/// test runs: `ci-release` (the workspace's Cargo.toml), the release profile
-/// with thin instead of whole-program LTO, which saves CI minutes and changes
-/// nothing these tests check; SHRIKE_DEPLOY_PROFILE=release tests exactly
-/// what users build.
-fn deploy_profile() -> String {
-    std::env::var("SHRIKE_DEPLOY_PROFILE").unwrap_or_else(|_| "ci-release".to_owned())
-}
-
-/// The stripped, optimized binary for `target` (the host's when None): what
-/// the package ships, held to the release build's 10 MB budget.
+/// The stripped release binary for `target` (the host's when None): what
+/// the package ships (under the 10 MB budget).
 fn release_bin(target: Option<&str>) -> PathBuf {
-    let profile = deploy_profile();
-    let bin = agent_bin(target, &profile);
+    let bin = agent_bin(target, "release");
     let size = std::fs::metadata(&bin).unwrap_or_else(|e| panic!("{}: {e}", bin.display())).len();
-    // The budget is the release profile's; without its whole-program LTO a
-    // build is larger, so holding it to the budget is the stricter check.
-    let note = if profile == "release" {
-        String::new()
-    } else {
-        format!(
-            " (profile {profile}: a release build, with LTO, is smaller; `cargo xtask build --release` says how much)"
-        )
-    };
-    eprintln!("[deploy] {} is {:.2} MB{note}", bin.display(), size as f64 / 1e6);
-    assert!(size < 10_000_000, "{} is {size} bytes, over the 10 MB budget{note}", bin.display());
+    eprintln!("[deploy] {} is {:.2} MB", bin.display(), size as f64 / 1e6);
+    assert!(size < 10_000_000, "{} is {size} bytes, over the 10 MB budget", bin.display());
     bin
 }
 
 /// The agent built with `cargo xtask build --profile <profile> [--target T]`.
 /// The container and cross tests use `ci-dev` (the dev profile without debug
-/// info): they check linking and running, and an optimized build per target
-/// would take most of this file's time budget.
+/// info, Cargo.toml): they check linking and running, and a release build per
+/// target would add minutes.
 fn agent_bin(target: Option<&str>, profile: &str) -> PathBuf {
     let mut args = vec!["build", "--profile", profile];
     if let Some(t) = target {
@@ -169,7 +149,7 @@ fn debian_package_passes_lintian_installs_and_purges() {
     // A package left by an interrupted run goes first.
     let _ = Command::new("dpkg").args(["--purge", "shrike"]).stdout(Stdio::null()).status();
 
-    cargo_xtask(&["deb", "--profile", &deploy_profile()]);
+    cargo_xtask(&["deb"]);
     let arch =
         String::from_utf8(run_ok(Command::new("dpkg").arg("--print-architecture")).stdout).expect("utf-8");
     let deb = workspace_root().join(format!("target/debian/shrike_{VERSION}_{}.deb", arch.trim()));

@@ -130,18 +130,14 @@ pub fn deb_arch(triple: &str) -> anyhow::Result<&'static str> {
 const MAINTAINER: &str = "Shrike developers <shrike-agent@users.noreply.github.com>";
 const SERVICE: &str = "shrike.service";
 
-/// Builds `target/debian/shrike_<version>_<arch>.deb` (the binary is built
-/// with `profile` first unless `bin` is given) and returns its path.
-pub fn deb(target: Option<&str>, bin: Option<PathBuf>, profile: &str) -> anyhow::Result<PathBuf> {
+/// Builds `target/debian/shrike_<version>_<arch>.deb` (the release binary is
+/// built first unless `bin` is given) and returns its path.
+pub fn deb(target: Option<&str>, bin: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let triple = target.map(str::to_owned).unwrap_or_else(host_triple);
     let arch = deb_arch(&triple)?;
     let bin = match bin {
         Some(b) => b,
-        None if profile == "release" => build(profile, Some(&triple))?,
-        None => {
-            eprintln!("xtask: packaging a build of the {profile} profile, not a release build");
-            build(profile, Some(&triple))?
-        }
+        None => build("release", Some(&triple))?,
     };
     let out_dir = root().join("target/debian");
     let stage = out_dir.join(format!("shrike_{VERSION}_{arch}"));

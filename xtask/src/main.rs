@@ -5,7 +5,7 @@
 //!   tests, the deployment tests included unless `--quick`.
 //! - `cargo xtask lint`: rustfmt check and clippy (-D warnings), kernel crate included.
 //! - `cargo xtask build [--release | --profile P] [--target T]`: build the agent (and its embedded eBPF objects).
-//! - `cargo xtask deb [--target T] [--profile P]`: the Debian package, in target/debian/.
+//! - `cargo xtask deb [--target T]`: the Debian package, in target/debian/.
 
 use std::{
     path::{Path, PathBuf},
@@ -33,7 +33,8 @@ enum Task {
         #[arg(long)]
         release: bool,
         /// Cargo profile (default: dev, or release with --release); the
-        /// deployment tests use the workspace's ci-release and ci-dev.
+        /// deployment tests build the container's and the cross build's
+        /// binaries with the workspace's ci-dev.
         #[arg(long, conflicts_with = "release")]
         profile: Option<String>,
         /// Rust target triple (x86_64-unknown-linux-musl for a static binary,
@@ -50,10 +51,6 @@ enum Task {
         /// Package this binary instead of building one.
         #[arg(long)]
         bin: Option<PathBuf>,
-        /// Cargo profile of the packaged build (the deployment tests use
-        /// ci-release: release without whole-program LTO).
-        #[arg(long, default_value = "release")]
-        profile: String,
     },
     /// Build and run the agent as root; arguments after `--` go to the agent
     /// (default: `events`, live security events as JSON lines).
@@ -172,7 +169,7 @@ fn main() -> anyhow::Result<()> {
             let bin = deb::build(&profile, target.as_deref())?;
             deb::report_size(&bin, &profile)
         }
-        Task::Deb { target, bin, profile } => deb::deb(target.as_deref(), bin, &profile).map(drop),
+        Task::Deb { target, bin } => deb::deb(target.as_deref(), bin).map(drop),
         Task::Run { release, args } => {
             let mut c = cargo();
             c.args(["build", "--package", "shrike"]);
