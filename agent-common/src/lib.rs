@@ -26,6 +26,9 @@ pub mod kind {
     pub const BIND: u32 = 7;
     pub const LOGIN: u32 = 8;
     pub const PRIVILEGE: u32 = 9;
+    /// Made by the agent's detection, never by the kernel: no probe, no
+    /// counters; the number only keeps the kinds distinct.
+    pub const ALERT: u32 = 15;
     /// Number of slots in the per-kind counters (kind values are < MAX).
     pub const MAX: u32 = 16;
 }

@@ -212,7 +212,7 @@ pub fn parse_hub(s: &str) -> Result<Hub, ConfigError> {
 /// network activity is batched; fork/listen/bind have no message kind.
 pub fn default_priority(kind: Kind) -> KindPriority {
     match kind {
-        Kind::Login | Kind::Privilege => KindPriority::High,
+        Kind::Login | Kind::Privilege | Kind::Alert => KindPriority::High,
         Kind::Exec | Kind::Exit | Kind::Connect | Kind::Accept => KindPriority::Low,
         Kind::Fork | Kind::Listen | Kind::Bind => KindPriority::Off,
     }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod daemon;
+pub mod detect;
 pub mod enrich;
 pub mod events;
 pub mod message;

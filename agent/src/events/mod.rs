@@ -21,9 +21,13 @@ pub enum Kind {
     Bind,
     Login,
     Privilege,
+    /// A detection fired (`detect/`): made by the agent, never by the kernel.
+    Alert,
 }
 
 impl Kind {
+    /// The kinds the kernel reports (each has probes). [`Kind::Alert`] is not
+    /// among them: see [`Kind::EVENTS`].
     pub const ALL: [Kind; 9] = [
         Kind::Exec,
         Kind::Exit,
@@ -34,6 +38,20 @@ impl Kind {
         Kind::Bind,
         Kind::Login,
         Kind::Privilege,
+    ];
+
+    /// Every kind an event can have: the kernel's and `alert`.
+    pub const EVENTS: [Kind; 10] = [
+        Kind::Exec,
+        Kind::Exit,
+        Kind::Fork,
+        Kind::Connect,
+        Kind::Accept,
+        Kind::Listen,
+        Kind::Bind,
+        Kind::Login,
+        Kind::Privilege,
+        Kind::Alert,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,11 +65,12 @@ impl Kind {
             Kind::Bind => "bind",
             Kind::Login => "login",
             Kind::Privilege => "privilege",
+            Kind::Alert => "alert",
         }
     }
 
     pub fn from_name(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == s)
+        Kind::EVENTS.into_iter().find(|k| k.name() == s)
     }
 
     /// The record kind number shared with the kernel (`shrike_common::kind`).
@@ -67,6 +86,7 @@ impl Kind {
             Kind::Bind => kind::BIND,
             Kind::Login => kind::LOGIN,
             Kind::Privilege => kind::PRIVILEGE,
+            Kind::Alert => kind::ALERT,
         }
     }
 
@@ -77,7 +97,7 @@ impl Kind {
 
 /// One security event. Header fields are common to every kind; `body` is
 /// flattened into the same JSON object, tagged by `kind`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Event {
     /// Wall-clock time, from the kernel's monotonic timestamp; in JSON,
     /// RFC 3339 UTC with nanoseconds (formatted only when printed).
@@ -118,6 +138,7 @@ impl Event {
             Body::Bind(_) => Kind::Bind,
             Body::Login(_) => Kind::Login,
             Body::Privilege(_) => Kind::Privilege,
+            Body::Alert(_) => Kind::Alert,
         }
     }
 }
@@ -134,6 +155,8 @@ pub enum Body {
     Bind(Sock),
     Login(Login),
     Privilege(Privilege),
+    /// Boxed: alerts are rare and carry the event that triggered them.
+    Alert(Box<crate::detect::Alert>),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

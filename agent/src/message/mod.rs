@@ -97,6 +97,8 @@ pub fn to_payload(ev: &Event) -> Option<Payload> {
         Body::Login(login) => login_item(ev, login).into(),
         Body::Privilege(p) => privilege_change(ev, p).into(),
         Body::Fork(_) | Body::Listen(_) | Body::Bind(_) => return None,
+        // TODO(detect plumbing): the Alert message event.
+        Body::Alert(_) => return None,
     })
 }
 

@@ -1,0 +1,123 @@
+//! Detection: the pipeline stage between enrichment and aggregation that
+//! turns events into alerts, on the gateway itself.
+//!
+//! Data in, alerts out (style.md, 12): every source is a [`Detector`] fed one
+//! enriched [`Event`] at a time (and the time, for windows that close without
+//! an event), returning [`Alert`]s; nothing here reads the clock or the
+//! kernel, so each detector is tested with a recorded event list and a fake
+//! clock. One module per source:
+//! - [`sigma`]: Sigma rules (files given with `--rules` / `[detect] rules`),
+//!   detection and correlation rules;
+//! - [`builtin`]: stateful detectors a single-event rule cannot express
+//!   (one file each: `exec-from-tmp`, `login-brute-force`, ...).
+//!
+//! [`Detect`] runs them all and hands each alert back as an [`Event`] of kind
+//! `alert` (the triggering event's header, the alert as its body), which
+//! `shrike events` prints and `shrike run` sends as an `Alert` message event.
+
+pub mod alert;
+pub mod builtin;
+pub mod config;
+pub mod sigma;
+
+use chrono::{DateTime, Utc};
+
+pub use alert::{Alert, Severity};
+pub use config::DetectConfig;
+
+use crate::events::{Body, Event};
+
+/// A source of alerts.
+pub trait Detector: Send {
+    /// Stable id of the detector (a built-in's rule id; "sigma" for the engine).
+    fn id(&self) -> &'static str;
+    /// Looks at one enriched event; appends what it fires to `out`. Time is
+    /// the event's own (`ev.time`), never the clock.
+    fn observe(&mut self, ev: &Event, out: &mut Vec<Alert>);
+    /// Called about once a second with the current time: expire state, fire
+    /// alerts whose window closed without a further event.
+    fn tick(&mut self, _now: DateTime<Utc>, _out: &mut Vec<Alert>) {}
+}
+
+/// Why detection cannot start (exit 2) or a reload is refused (the running
+/// rules stay).
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// A rule file that does not parse or uses what Shrike cannot evaluate:
+    /// every problem as `file:line: reason`.
+    #[error("invalid rules:\n{}", .0.join("\n"))]
+    Rules(Vec<String>),
+    #[error("invalid setting detect.{setting}: {reason}")]
+    Invalid { setting: String, reason: String },
+}
+
+/// Counters of the stage, for the log and health events.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DetectStats {
+    pub events: u64,
+    pub alerts: u64,
+    /// Sigma rules loaded, and skipped (by reason: a logsource Shrike cannot
+    /// feed...).
+    pub rules_loaded: u64,
+    pub rules_skipped: std::collections::BTreeMap<String, u64>,
+}
+
+/// The stage: every enabled detector, in order.
+pub struct Detect {
+    detectors: Vec<Box<dyn Detector>>,
+    scratch: Vec<Alert>,
+    pub stats: DetectStats,
+}
+
+impl Detect {
+    /// Builds the stage from its settings: loads and compiles the Sigma rules,
+    /// creates the enabled built-in detectors.
+    pub fn new(cfg: &DetectConfig) -> Result<Detect, DetectError> {
+        let mut stats = DetectStats::default();
+        let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+        if cfg.enabled {
+            detectors.extend(builtin::detectors(cfg)?);
+            if let Some(engine) = sigma::load(cfg, &mut stats)? {
+                detectors.push(Box::new(engine));
+            }
+        }
+        Ok(Detect { detectors, scratch: Vec::new(), stats })
+    }
+
+    /// A stage that never fires (detection off).
+    pub fn disabled() -> Detect {
+        Detect { detectors: Vec::new(), scratch: Vec::new(), stats: DetectStats::default() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.detectors.is_empty()
+    }
+
+    /// Runs every detector over `ev` (alerts themselves are not looked at);
+    /// each alert is appended to `out` as an event of kind `alert`.
+    pub fn process(&mut self, ev: &Event, out: &mut Vec<Event>) {
+        if self.detectors.is_empty() || matches!(ev.body, Body::Alert(_)) {
+            return;
+        }
+        self.stats.events += 1;
+        for d in &mut self.detectors {
+            d.observe(ev, &mut self.scratch);
+        }
+        self.emit(out);
+    }
+
+    /// The periodic call (about once a second).
+    pub fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Event>) {
+        for d in &mut self.detectors {
+            d.tick(now, &mut self.scratch);
+        }
+        self.emit(out);
+    }
+
+    fn emit(&mut self, out: &mut Vec<Event>) {
+        for alert in self.scratch.drain(..) {
+            self.stats.alerts += 1;
+            out.push(alert.into_event());
+        }
+    }
+}
