@@ -1285,6 +1285,72 @@ fn latency_phase(agent: &Path, broker: &Broker, dir: &Path, quick: bool) -> anyh
     }))
 }
 
+/// Alert latency: `shrike run` with its default settings (detection on,
+/// default intervals) and 100 execs of a copy of /bin/true in a directory
+/// under /tmp, each one a distinct process, so each fires `exec-from-tmp`
+/// whose first alert of a (rule, process) goes out at once. Latency: from
+/// just before the exec to the subscriber's receipt of the Alert event.
+fn alert_latency_phase(agent: &Path, broker: &Broker, dir: &Path, quick: bool) -> anyhow::Result<Value> {
+    let dir = dir.join("alert-latency");
+    fs::create_dir_all(&dir)?;
+    let sub = Sub::start(broker.port, &dir, "alerts")?;
+    let hub = format!("mqtt://127.0.0.1:{}", broker.port);
+    let err = dir.join("stderr");
+    let mut c = Command::new(agent);
+    c.args(["run", "--hub", &hub, "--client-id", TOPIC_ID])
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .arg("--agent-id-file")
+        .arg(dir.join("agent-id"));
+    let mut child = spawn_logged(&mut c, &dir.join("stdout"), &err)?;
+    if !wait_file(&err, Duration::from_secs(30), |s| s.contains("shrike ready")) {
+        stop_child(&mut child, libc::SIGINT, Duration::from_secs(10));
+        bail!("shrike run did not become ready");
+    }
+    let staging = std::env::temp_dir().join(format!("shrike-bench-alert-{}", std::process::id()));
+    fs::create_dir_all(&staging)?;
+    let bin = staging.join("true");
+    fs::copy("/bin/true", &bin)?;
+    let n = if quick { 10 } else { 100 };
+    let marker = format!("sbalert{}", std::process::id());
+    let mut sent = HashMap::new();
+    for i in 0..n {
+        let t = now_real_ns();
+        if let Ok(child) = Command::new(&bin).arg(&marker).arg(i.to_string()).spawn() {
+            sent.insert(child.id(), t);
+            let mut child = child;
+            let _ = child.wait();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stop_child(&mut child, libc::SIGINT, Duration::from_secs(15));
+    let _ = fs::remove_dir_all(&staging);
+    let msgs = sub.finish();
+    let mut lat_ms = Vec::new();
+    for (at, _, m) in &msgs {
+        for ev in m["Events"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            if ev["Name"] != "Alert" {
+                continue;
+            }
+            for item in ev["Payload"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                if item["RuleId"] != "exec-from-tmp" {
+                    continue;
+                }
+                let pid = item["ProcessId"].as_u64().or_else(|| text_of(&item["ProcessId"]).parse().ok());
+                if let Some(t) = pid.and_then(|p| sent.remove(&(p as u32))) {
+                    lat_ms.push((at * 1e3) - t as f64 / 1e6);
+                }
+            }
+        }
+    }
+    Ok(json!({
+        "spawned": n, "received": lat_ms.len(),
+        "p50_ms": percentile(&lat_ms, 50.0), "p99_ms": percentile(&lat_ms, 99.0), "max_ms": percentile(&lat_ms, 100.0),
+        "agent_args": "defaults (detection on, high interval 500 ms)",
+    }))
+}
+
 /// Runs `f` (one op) at `rate` per second on 2 threads for `secs`; (ops, achieved rate).
 fn paced(rate: f64, secs: f64, f: impl Fn() + Send + Sync + 'static) -> (u64, f64) {
     let f = Arc::new(f);
@@ -1682,6 +1748,9 @@ pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
             eprintln!("bench: [{:.0} s] latency of high-priority execs", t_start.elapsed().as_secs_f64());
             extra["latency"] = latency_phase(&agent, b, &work, args.quick)
                 .unwrap_or_else(|e| json!({"error": e.to_string()}));
+            eprintln!("bench: [{:.0} s] latency of alerts", t_start.elapsed().as_secs_f64());
+            extra["alert_latency"] = alert_latency_phase(&agent, b, &work, args.quick)
+                .unwrap_or_else(|e| json!({"error": e.to_string()}));
         }
         eprintln!("bench: [{:.0} s] max rate without loss", t_start.elapsed().as_secs_f64());
         extra["max_rate"] = max_rate_phase(&agent, &work, args.quick);
@@ -1817,7 +1886,7 @@ pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
             "secs": s.done.secs, "ops_per_s": s.done.rate, "received": s.received, "bytes_per_event": s.bytes_per_event,
             "agent_cpu_ns_per_event": s.cpu_ns_per_event, "kernel": s.kernel,
         })).collect::<Vec<_>>(),
-        "latency": extra["latency"], "max_rate": extra["max_rate"], "notes": notes,
+        "latency": extra["latency"], "alert_latency": extra["alert_latency"], "max_rate": extra["max_rate"], "notes": notes,
         "seconds_total": elapsed, "seconds_excluding_setup": t_setup.elapsed().as_secs_f64(),
     });
     fs::write(out.join("bench.json"), serde_json::to_string_pretty(&doc)?)?;
@@ -1891,6 +1960,15 @@ pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
     if let Some(l) = doc["latency"].as_object() {
         md.push_str(&format!(
             "\nHigh-priority exec latency, syscall to subscriber: p50 {:.0} ms, p99 {:.0} ms ({} of {} received)\n",
+            l.get("p50_ms").and_then(Value::as_f64).unwrap_or(f64::NAN),
+            l.get("p99_ms").and_then(Value::as_f64).unwrap_or(f64::NAN),
+            l.get("received").cloned().unwrap_or_default(),
+            l.get("spawned").cloned().unwrap_or_default()
+        ));
+    }
+    if let Some(l) = doc["alert_latency"].as_object() {
+        md.push_str(&format!(
+            "Alert latency (exec-from-tmp), syscall to subscriber: p50 {:.0} ms, p99 {:.0} ms ({} of {} received)\n",
             l.get("p50_ms").and_then(Value::as_f64).unwrap_or(f64::NAN),
             l.get("p99_ms").and_then(Value::as_f64).unwrap_or(f64::NAN),
             l.get("received").cloned().unwrap_or_default(),
