@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print every security event as one JSON object per line on stdout.
-    Events(EventsArgs),
+    Events(Box<EventsArgs>),
     /// The daemon: security messages to an MQTT broker or Azure IoT Hub, with
     /// aggregation, priority batching and an on-disk spool.
     Run(Box<RunArgs>),
@@ -31,12 +31,15 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct EventsArgs {
-    /// Event kinds to report, comma-separated (default: all):
-    /// exec, exit, fork, connect, accept, listen, bind, login, privilege.
+    /// Event kinds to print, comma-separated (default: all):
+    /// exec, exit, fork, connect, accept, listen, bind, login, privilege, alert.
+    /// Detection still sees every kind its detectors need.
     #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
     pub kinds: Vec<Kind>,
     #[command(flatten)]
     pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub detect: DetectArgs,
     /// How often to log the kernel's lost-record counters when they grow.
     #[arg(long, default_value = "10s", value_parser = crate::config::parse_duration)]
     pub stats_interval: std::time::Duration,
@@ -83,6 +86,28 @@ pub struct ProbeArgs {
     pub proc_root: PathBuf,
 }
 
+/// Detection (`[detect]` in the config file; these flags override it).
+#[derive(Debug, Clone, Default, Args)]
+pub struct DetectArgs {
+    /// Sigma rules: a file, or a folder searched recursively for .yml/.yaml
+    /// (repeatable; replaces `rules` of the config file).
+    #[arg(long = "rules", value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
+    /// No detection: no alerts (and no probes attached for it).
+    #[arg(long)]
+    pub no_detect: bool,
+    /// Switches a rule off: a built-in detector's id or a Sigma rule's id
+    /// (repeatable; added to `disabled` of the config file).
+    #[arg(long = "disable-rule", value_name = "ID")]
+    pub disable_rules: Vec<String>,
+    /// login-brute-force: failed logins for one user or one remote host...
+    #[arg(long, value_name = "N")]
+    pub brute_force_failures: Option<u32>,
+    /// ...within this window (e.g. 60s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+    pub brute_force_window: Option<std::time::Duration>,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
     /// Print the report as JSON.
@@ -95,7 +120,7 @@ pub struct CheckArgs {
 
 fn parse_kind(s: &str) -> Result<Kind, String> {
     Kind::from_name(s.trim()).ok_or_else(|| {
-        let all: Vec<_> = Kind::ALL.iter().map(|k| k.name()).collect();
+        let all: Vec<_> = Kind::EVENTS.iter().map(|k| k.name()).collect();
         format!("unknown event kind {s:?}; kinds are {}", all.join(", "))
     })
 }
@@ -199,4 +224,6 @@ pub struct RunArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub detect: DetectArgs,
 }

@@ -89,26 +89,35 @@ pub const EXIT_CANNOT_RUN: i32 = 3;
 /// `shrike events`: every security event as a JSON line on stdout.
 pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
     let wanted: BTreeSet<Kind> = if args.kinds.is_empty() {
-        Kind::ALL.into_iter().collect()
+        Kind::EVENTS.into_iter().collect()
     } else {
         args.kinds.iter().copied().collect()
     };
+    // Before the probes: a bad rule file exits 2 at once.
+    let detect = detect::Detect::new(&detect::DetectConfig::resolve(None, &args.detect)?)?;
+    // The kinds printed and the kinds detection looks at, printed or not.
+    let mut attach: BTreeSet<Kind> = wanted.iter().copied().filter(|k| Kind::ALL.contains(k)).collect();
+    attach.extend(detect.kinds());
     let Kernel { probes, mut rx, stats, mut tasks } =
-        start_kernel(&args.probe, wanted.clone(), args.probe.wake_kinds.iter().copied().collect())?;
+        start_kernel(&args.probe, attach, args.probe.wake_kinds.iter().copied().collect())?;
     let attached = probes.status.iter().filter(|s| s.attached).count();
     let skipped: Vec<_> = probes.status.iter().filter(|s| !s.attached).map(|s| s.program).collect();
 
-    let mut sink = output::JsonLines::new(std::io::stdout(), wanted, &args.probe.proc_root);
+    let mut sink = output::JsonLines::new(std::io::stdout(), wanted, &args.probe.proc_root, detect);
     tracing::info!(
         transport = ?probes.transport,
         attached,
         skipped = ?skipped,
+        rules = sink.detect().stats.rules_loaded,
         "shrike ready: {attached} probes attached"
     );
 
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut ticker = tokio::time::interval(args.stats_interval);
+    // Detection's clock: windows that close without a further event.
+    let mut detect_tick = tokio::time::interval(Duration::from_secs(1));
+    detect_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_lost = BTreeMap::new();
     let limit = args.count.unwrap_or(u64::MAX);
     let outcome: anyhow::Result<()> = loop {
@@ -122,6 +131,14 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
                     if let Err(e) = sink.flush() {
                         break if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.into()) };
                     }
+                }
+                if sink.written() >= limit {
+                    break Ok(());
+                }
+            }
+            _ = detect_tick.tick(), if !sink.detect().is_empty() => {
+                if let Err(e) = sink.tick(chrono::Utc::now()).and_then(|()| sink.flush()) {
+                    break if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.into()) };
                 }
                 if sink.written() >= limit {
                     break Ok(());
@@ -172,6 +189,7 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
         decode_errors: stats.decode_errors.load(Ordering::Relaxed),
         perf_lost: stats.perf_lost.load(Ordering::Relaxed),
         written: sink.written(),
+        detect: sink.detect().stats.clone(),
         kernel_sent: names_of(probes::read_counters(&probes.ebpf, shrike_common::names::SENT)),
         kernel_lost: names_of(probes::read_counters(&probes.ebpf, shrike_common::names::LOST)),
     };

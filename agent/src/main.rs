@@ -6,7 +6,7 @@ fn main() {
     shrike::telemetry::init(&cli.log);
     let code = match cli.command {
         Command::Check(args) => shrike::check::run(&args),
-        Command::Events(args) => block_on(shrike::run_events(args)),
+        Command::Events(args) => block_on(shrike::run_events(*args)),
         Command::Run(args) => block_on(shrike::daemon::run(*args)),
     };
     std::process::exit(code);
@@ -29,7 +29,9 @@ fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<shrike::config::ConfigError>().is_some() {
+            if e.downcast_ref::<shrike::config::ConfigError>().is_some()
+                || e.downcast_ref::<shrike::detect::DetectError>().is_some()
+            {
                 2
             } else if e.downcast_ref::<shrike::probes::ProbeError>().is_some() {
                 shrike::EXIT_CANNOT_RUN

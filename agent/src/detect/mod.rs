@@ -25,12 +25,29 @@ use chrono::{DateTime, Utc};
 pub use alert::{Alert, Severity};
 pub use config::DetectConfig;
 
-use crate::events::{Body, Event};
+use crate::events::{Body, Event, Kind};
+
+/// The kernel kinds detection looks at: their probes are attached whenever a
+/// detector runs, even when they are not printed or published.
+pub const DETECT_KINDS: [Kind; 8] = [
+    Kind::Exec,
+    Kind::Exit,
+    Kind::Fork,
+    Kind::Connect,
+    Kind::Accept,
+    Kind::Listen,
+    Kind::Login,
+    Kind::Privilege,
+];
 
 /// A source of alerts.
 pub trait Detector: Send {
     /// Stable id of the detector (a built-in's rule id; "sigma" for the engine).
     fn id(&self) -> &'static str;
+    /// The kinds it looks at (their probes are attached for it).
+    fn kinds(&self) -> &'static [Kind] {
+        &DETECT_KINDS
+    }
     /// Looks at one enriched event; appends what it fires to `out`. Time is
     /// the event's own (`ev.time`), never the clock.
     fn observe(&mut self, ev: &Event, out: &mut Vec<Alert>);
@@ -84,6 +101,11 @@ impl Detect {
         Ok(Detect { detectors, scratch: Vec::new(), stats })
     }
 
+    /// A stage of the given detectors (tests, tools).
+    pub fn from_detectors(detectors: Vec<Box<dyn Detector>>) -> Detect {
+        Detect { detectors, scratch: Vec::new(), stats: DetectStats::default() }
+    }
+
     /// A stage that never fires (detection off).
     pub fn disabled() -> Detect {
         Detect { detectors: Vec::new(), scratch: Vec::new(), stats: DetectStats::default() }
@@ -91,6 +113,11 @@ impl Detect {
 
     pub fn is_empty(&self) -> bool {
         self.detectors.is_empty()
+    }
+
+    /// The kernel kinds the running detectors look at.
+    pub fn kinds(&self) -> std::collections::BTreeSet<Kind> {
+        self.detectors.iter().flat_map(|d| d.kinds().iter().copied()).collect()
     }
 
     /// Runs every detector over `ev` (alerts themselves are not looked at);
