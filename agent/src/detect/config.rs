@@ -20,6 +20,14 @@ pub struct DetectConfig {
     pub disabled: BTreeSet<String>,
     /// Built-in detectors' tuning.
     pub builtin: BuiltinConfig,
+    /// Where the detectors read /proc (`--proc-root`: a host's /proc mounted
+    /// elsewhere; a fake tree in tests): listening sockets at start, a shell's
+    /// stdin/stdout, the executable of a process that gained uid 0.
+    pub proc_root: PathBuf,
+    /// The agent itself, for agent-tampering: its pid and executable (this
+    /// process's; other values in tests).
+    pub agent_pid: u32,
+    pub agent_exe: Option<String>,
 }
 
 /// Tuning of the built-in detectors (`[detect.builtin]` keys).
@@ -43,6 +51,9 @@ impl Default for DetectConfig {
             rules: Vec::new(),
             disabled: BTreeSet::new(),
             builtin: BuiltinConfig::default(),
+            proc_root: PathBuf::from("/proc"),
+            agent_pid: std::process::id(),
+            agent_exe: std::env::current_exe().ok().map(|p| p.to_string_lossy().into_owned()),
         }
     }
 }
