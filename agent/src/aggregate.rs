@@ -26,6 +26,7 @@ enum Merging {
     PrivilegeChange(sm::Aggregate<sm::PrivilegeChange>),
 }
 
+    Alert(sm::Aggregate<sm::Alert>),
 macro_rules! merging {
     ($($kind:ident),*) => {
         impl Merging {
@@ -69,7 +70,7 @@ macro_rules! merging {
     };
 }
 
-merging!(ProcessCreate, ProcessTerminate, ConnectionCreate, Login, PrivilegeChange);
+merging!(ProcessCreate, ProcessTerminate, ConnectionCreate, Login, PrivilegeChange, Alert);
 
 /// The fields that identify a hit, borrowed from the event.
 #[derive(PartialEq, Hash)]
@@ -439,3 +440,43 @@ mod tests {
         );
     }
 }
+
+    #[test]
+    fn alerts_go_out_at_once_per_rule_and_process_and_repeats_fold() {
+        use crate::detect::{Alert, Severity};
+        let t = "2026-12-02T00:00:00Z";
+        let alert = |rule: &str, pid: u32, argv: &[&str]| {
+            Alert {
+                rule: rule.into(),
+                title: "t".into(),
+                severity: Severity::High,
+                source: "builtin",
+                tags: vec!["attack.execution".into()].into(),
+                description: String::new(),
+                remediation: "".into(),
+                details: Default::default(),
+                event: Box::new(exec(pid, t, argv)),
+            }
+            .into_event()
+        };
+        let mut a = Aggregator::new(100).leading_edge(true);
+        let Pushed::Single(first) = a.push(&alert("exec-from-tmp", 7, &["/tmp/x"])) else {
+            panic!("the first alert waits")
+        };
+        assert_eq!(serde_json::to_value(&first).unwrap()["Name"], "Alert");
+        for argv in [["/tmp/x", "1"], ["/tmp/x", "2"]] {
+            assert!(matches!(a.push(&alert("exec-from-tmp", 7, &argv)), Pushed::Merged), "a repeat folds");
+        }
+        assert!(
+            matches!(a.push(&alert("exec-from-tmp", 8, &["/tmp/x"])), Pushed::Single(_)),
+            "another process"
+        );
+        assert!(matches!(a.push(&alert("other-rule", 7, &["/tmp/x"])), Pushed::Single(_)), "another rule");
+        let out = a.flush();
+        assert_eq!(out.len(), 1);
+        let v = serde_json::to_value(&out[0].1).unwrap();
+        let item = &v["Payload"][0];
+        assert_eq!(item["RuleId"], "exec-from-tmp");
+        assert_eq!(item["ExtraDetails"]["HitCount"], "2");
+        assert_eq!(item["ProcessId"], 7);
+    }

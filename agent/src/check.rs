@@ -10,6 +10,7 @@ use aya::{
 use serde::Serialize;
 
 use crate::{
+    caps::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, effective_caps, privileged},
     cli::CheckArgs,
     probes::{self, compat, compat::Hook},
 };
@@ -21,27 +22,6 @@ struct Item {
     /// Without it the agent cannot run at all.
     required: bool,
     detail: String,
-}
-
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-/// True when `caps` (CapEff) allow loading and attaching the probes.
-pub fn privileged(caps: u64) -> bool {
-    let has = |c: u32| caps & (1u64 << c) != 0;
-    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
-}
-
-pub fn effective_caps() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(0)
 }
 
 pub fn run(args: &CheckArgs) -> i32 {

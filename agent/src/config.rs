@@ -98,6 +98,9 @@ pub enum ConfigError {
     Parse(PathBuf, String),
     #[error("invalid setting {setting}: {reason}")]
     Invalid { setting: String, reason: String },
+    /// `[detect]` and its flags.
+    #[error(transparent)]
+    Detect(#[from] crate::detect::DetectError),
 }
 
 fn invalid(setting: &str, reason: impl std::fmt::Display) -> ConfigError {
@@ -115,6 +118,15 @@ pub enum KindPriority {
 }
 
 impl KindPriority {
+    /// As written in the config file and flags (`parse_priority`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KindPriority::High => "high",
+            KindPriority::Low => "low",
+            KindPriority::Off => "off",
+        }
+    }
+
     pub fn spool(self) -> Option<Priority> {
         match self {
             KindPriority::High => Some(Priority::High),
@@ -154,6 +166,8 @@ pub struct FileConfig {
     pub priority: Option<BTreeMap<String, KindPriority>>,
     /// Per kind: a duration (the aggregation interval) or "off".
     pub aggregation: Option<BTreeMap<String, String>>,
+    /// Detection: rules, built-in detectors and their tuning.
+    pub detect: Option<crate::detect::config::FileDetect>,
 }
 
 impl FileConfig {

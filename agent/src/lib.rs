@@ -94,7 +94,9 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
         args.kinds.iter().copied().collect()
     };
     // Before the probes: a bad rule file exits 2 at once.
-    let detect = detect::Detect::new(&detect::DetectConfig::resolve(None, &args.detect)?)?;
+    let mut detect_cfg = detect::DetectConfig::resolve(None, &args.detect)?;
+    detect_cfg.proc_root.clone_from(&args.probe.proc_root);
+    let detect = detect::Detect::new(&detect_cfg)?;
     // The kinds printed and the kinds detection looks at, printed or not.
     let mut attach: BTreeSet<Kind> = wanted.iter().copied().filter(|k| Kind::ALL.contains(k)).collect();
     attach.extend(detect.kinds());

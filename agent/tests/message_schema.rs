@@ -12,6 +12,7 @@ use chrono::{TimeZone, Utc};
 use jsonschema::{Draft, Retrieve, Uri, Validator};
 use serde_json::{Value, json};
 use shrike::{
+    detect::{Alert as DetectAlert, Severity},
     events::{Body, Caps, Event as AgentEvent, Exec, Exit, Login as PamLogin, Privilege, Sock},
     message::to_message_event,
 };
@@ -201,7 +202,56 @@ fn agent_events() -> Vec<AgentEvent> {
         agent_event(Body::Login(pam(None, "success"))),
         agent_event(Body::Privilege(privilege("setresuid", false))),
         agent_event(Body::Privilege(privilege("capset", true))),
+        alert(agent_event(Body::Exec(exec(true))), Severity::Critical),
+        alert(agent_event(Body::Connect(sock("ipv6", Some(mapped)))), Severity::Informational),
+        alert(agent_event(Body::Login(pam(Some("host.example"), "failure"))), Severity::Medium),
+        alert(agent_event(Body::Exit(Exit { exit_code: Some(0), signal: None })), Severity::Low),
     ]
+}
+
+/// An alert of a built-in detector on `trigger`, as the detect stage makes it.
+fn alert(trigger: AgentEvent, severity: Severity) -> AgentEvent {
+    DetectAlert {
+        rule: "exec-from-tmp".into(),
+        title: "Executable run from a temporary directory".into(),
+        severity,
+        source: "builtin",
+        tags: vec!["attack.t1059.004".into(), "attack.execution".into()].into(),
+        description: "a program ran from /tmp".into(),
+        remediation: "Find what wrote it".into(),
+        details: [("remote_host", "host.example".to_owned()), ("failures", "6".to_owned())].into(),
+        event: Box::new(trigger),
+    }
+    .into_event()
+}
+
+#[test]
+fn alert_events_carry_the_rule_and_the_trigger() {
+    let v = |ev: &AgentEvent| -> Value { serde_json::to_value(to_message_event(ev).unwrap()).unwrap() };
+    let exec = v(&alert(agent_event(Body::Exec(exec(true))), Severity::Critical));
+    assert_eq!(exec["Name"], "Alert");
+    let p = &exec["Payload"][0];
+    assert_eq!(p["RuleId"], "exec-from-tmp");
+    assert_eq!(p["Severity"], "Critical");
+    assert_eq!(p["Source"], "builtin");
+    assert_eq!(p["Tags"], json!(["attack.t1059.004", "attack.execution"]));
+    assert_eq!(p["Remediation"], "Find what wrote it");
+    assert_eq!(p["Description"], "a program ran from /tmp");
+    assert_eq!(p["ProcessId"], 4242);
+    assert!(p["CommandLine"].as_str().is_some_and(|c| !c.is_empty()), "{p:#}");
+    assert!(p["Executable"].is_string() && p["UserId"].is_string(), "{p:#}");
+    assert_eq!(p["ExtraDetails"]["TriggerKind"], "exec");
+    assert_eq!(p["ExtraDetails"]["Failures"], "6");
+    assert_eq!(p["ExtraDetails"]["RemoteHost"], "host.example");
+    assert!(p.get("RemoteAddress").is_none());
+
+    let mapped: IpAddr = Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped().into();
+    let conn = v(&alert(agent_event(Body::Connect(sock("ipv6", Some(mapped)))), Severity::High));
+    let p = &conn["Payload"][0];
+    assert_eq!(p["RemoteAddress"], "192.0.2.1");
+    assert!(p["RemotePort"].is_string(), "{p:#}");
+    assert_eq!(p["ExtraDetails"]["TriggerKind"], "connect");
+    assert!(p.get("CommandLine").is_none());
 }
 
 #[test]
@@ -398,9 +448,12 @@ fn every_kind() -> Vec<Payload> {
         .into(),
         Alert {
             rule_id: "exec-from-tmp".into(),
-            severity: AlertSeverity::High,
+            severity: AlertSeverity::Critical,
+            source: Some("builtin".into()),
             title: "Executable started from /tmp".into(),
             description: None,
+            remediation: Some("Find what wrote it".into()),
+            tags: vec!["attack.t1059.004".into(), "attack.execution".into()],
             process_id: Some(77),
             executable: Some("/tmp/x".into()),
             command_line: None,
@@ -466,6 +519,15 @@ fn aggregated_events_validate() {
             Payload::PrivilegeChange(v) => {
                 let mut agg = Aggregate::new(v[0].clone(), t);
                 agg.add(&v[0], t).unwrap();
+                out.push(agg.into_event());
+            }
+            Payload::Alert(v) => {
+                // Repeats of a (rule, process) differ in their trigger.
+                let mut agg = Aggregate::new(v[0].clone(), t);
+                let mut other = v[0].clone();
+                other.command_line = Some("other".into());
+                other.tags.pop();
+                agg.add(&other, t).unwrap();
                 out.push(agg.into_event());
             }
             _ => {}

@@ -106,6 +106,16 @@ impl Merge for Uuid {
     }
 }
 
+/// Lists of names (an alert's tags): the names every hit has stay.
+impl Merge for Vec<String> {
+    fn merge(&mut self, other: &Self) -> bool {
+        if self != other {
+            self.retain(|s| other.contains(s));
+        }
+        true
+    }
+}
+
 impl<T: Merge> Merge for Option<T> {
     fn merge(&mut self, other: &Self) -> bool {
         match (self.as_mut(), other) {

@@ -353,11 +353,20 @@ payload_items! {
         #[serde(rename = "ProcessId", default, skip_serializing_if = "Option::is_none")]
         pub process_id: Option<u32>,
         #[serde(rename = "Executable", default, skip_serializing_if = "Option::is_none")]
+        /// What raised it: "builtin" or "sigma".
+        #[serde(rename = "Source", default, skip_serializing_if = "Option::is_none")]
+        pub source: Option<String>,
         pub executable: Option<String>,
         #[serde(rename = "CommandLine", default, skip_serializing_if = "Option::is_none")]
         pub command_line: Option<String>,
         #[serde(rename = "UserId", default, skip_serializing_if = "Option::is_none")]
         pub user_id: Option<String>,
+        /// What to do about it.
+        #[serde(rename = "Remediation", default, skip_serializing_if = "Option::is_none")]
+        pub remediation: Option<String>,
+        /// ATT&CK and other tags ("attack.t1059.004").
+        #[serde(rename = "Tags", default, skip_serializing_if = "Vec::is_empty")]
+        pub tags: Vec<String>,
         #[serde(rename = "UserName", default, skip_serializing_if = "Option::is_none")]
         pub user_name: Option<String>,
         #[serde(rename = "RemoteAddress", default, skip_serializing_if = "Option::is_none")]
@@ -438,7 +447,7 @@ value_enums! {
     /// `Severity` of an [`OSBaseline`] rule.
     pub enum BaselineSeverity { Critical, Important, Warning, Informational }
     /// `Severity` of an [`Alert`].
-    pub enum AlertSeverity { High, Medium, Low, Informational }
+    pub enum AlertSeverity { Critical, High, Medium, Low, Informational }
 }
 
 impl Outcome {

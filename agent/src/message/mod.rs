@@ -9,6 +9,7 @@
 //! | accept | `ConnectionCreate`, `Direction` In | |
 //! | PAM step | `Login` | `Operation` "PAM:{step}" |
 //! | set*id / capset | `PrivilegeChange` | own kind: goes in messages of its own |
+//! | alert | `Alert` | own kind; the triggering event's kind in `ExtraDetails.TriggerKind` |
 //! | fork, listen, bind | — | no message kind |
 //!
 //! The fields the Azure kinds have are filled from the event; everything else
@@ -26,7 +27,10 @@ use shrike_common::schema::{
     ProcessCreate, ProcessTerminate, protocol,
 };
 
-use crate::events::{Body, Event, Exec, Exit, Privilege, Sock};
+use crate::{
+    detect::{Alert, Severity},
+    events::{Body, Event, Exec, Exit, Privilege, Sock},
+};
 
 /// `ExtraDetails` keys written by the mapping.
 pub mod keys {
@@ -79,6 +83,10 @@ pub mod keys {
     pub const CAP_EFFECTIVE: &str = "CapEffective";
     pub const CAP_PERMITTED: &str = "CapPermitted";
     pub const CAP_INHERITABLE: &str = "CapInheritable";
+    /// Alert: the kind of the event that triggered it ("exec", "login"...).
+    /// The detector's own facts follow under their names in PascalCase
+    /// (`failures` -> `Failures`).
+    pub const TRIGGER_KIND: &str = "TriggerKind";
 }
 
 /// The security message event for `ev`, stamped when the kernel saw it, or
@@ -97,8 +105,7 @@ pub fn to_payload(ev: &Event) -> Option<Payload> {
         Body::Login(login) => login_item(ev, login).into(),
         Body::Privilege(p) => privilege_change(ev, p).into(),
         Body::Fork(_) | Body::Listen(_) | Body::Bind(_) => return None,
-        // TODO(detect plumbing): the Alert message event.
-        Body::Alert(_) => return None,
+        Body::Alert(alert) => alert_item(ev, alert).into(),
     })
 }
 
@@ -305,6 +312,68 @@ fn privilege_change(ev: &Event, p: &Privilege) -> PrivilegeChange {
         group_id: Some(p.old_gid.to_string()),
         new_user_id: Some(p.new_uid.to_string()),
         new_group_id: Some(p.new_gid.to_string()),
+        extra_details: extra,
+    }
+}
+
+/// `snake_case` detail names as `ExtraDetails` keys (`remote_host` -> `RemoteHost`).
+fn pascal(name: &str) -> String {
+    name.split('_')
+        .flat_map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_ascii_uppercase()).into_iter().chain(c)
+        })
+        .collect()
+}
+
+fn alert_item(ev: &Event, alert: &Alert) -> sm::Alert {
+    let trigger = &alert.event;
+    let mut extra = common(ev);
+    set(&mut extra, keys::TRIGGER_KIND, trigger.kind().name());
+    if let Some(ppid) = ev.ppid {
+        set(&mut extra, keys::PARENT_PROCESS_ID, ppid);
+    }
+    for (name, value) in &alert.details {
+        extra.insert(pascal(name), value.clone());
+    }
+    let mut command = None;
+    let mut remote: Option<(IpAddr, Option<String>)> = None;
+    match &trigger.body {
+        Body::Exec(exec) => command = Some(command_line(exec)),
+        Body::Connect(s) | Body::Accept(s) => {
+            remote = s.remote_addr.map(|a| (canonical(a), s.remote_port.map(|p| p.to_string())));
+        }
+        Body::Login(login) => {
+            let rhost = login.rhost.as_deref().map(str::trim);
+            remote = rhost.and_then(|h| h.parse::<IpAddr>().ok()).map(|a| (canonical(a), None));
+            if let (Some(host), None) = (rhost.filter(|h| !h.is_empty()), &remote) {
+                set(&mut extra, keys::REMOTE_HOST, host);
+            }
+        }
+        _ => {}
+    }
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    sm::Alert {
+        rule_id: alert.rule.to_string(),
+        severity: match alert.severity {
+            Severity::Critical => sm::AlertSeverity::Critical,
+            Severity::High => sm::AlertSeverity::High,
+            Severity::Medium => sm::AlertSeverity::Medium,
+            Severity::Low => sm::AlertSeverity::Low,
+            Severity::Informational => sm::AlertSeverity::Informational,
+        },
+        source: text(alert.source),
+        title: alert.title.to_string(),
+        description: text(&alert.description),
+        remediation: text(&alert.remediation),
+        tags: alert.tags.iter().map(|t| t.to_string()).collect(),
+        process_id: Some(ev.pid),
+        executable: Some(executable(ev)),
+        command_line: command,
+        user_id: Some(ev.uid.to_string()),
+        user_name: ev.user.clone(),
+        remote_address: remote.as_ref().map(|r| r.0),
+        remote_port: remote.and_then(|r| r.1),
         extra_details: extra,
     }
 }

@@ -139,8 +139,8 @@ fn permission_or(
 }
 
 pub fn load(opts: &ProbeOptions) -> Result<Probes, ProbeError> {
-    let caps = crate::check::effective_caps();
-    if !crate::check::privileged(caps) {
+    let caps = crate::caps::effective_caps();
+    if !crate::caps::privileged(caps) {
         return Err(ProbeError::Permission(format!(
             "effective capabilities {caps:#x} lack CAP_BPF+CAP_PERFMON and CAP_SYS_ADMIN"
         )));

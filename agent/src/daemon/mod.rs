@@ -1,0 +1,164 @@
+//! `shrike run`: kernel events -> enrichment -> aggregation -> priority
+//! batches -> security messages -> spool -> MQTT (or stdout with --dry-run).
+
+mod batches;
+mod health;
+mod pipeline;
+mod publisher;
+mod reload;
+mod settings;
+mod timers;
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use tokio::{signal::unix::SignalKind, time::Instant};
+
+pub use self::settings::{RunSettings, defaults};
+use self::{
+    batches::Sink,
+    health::Health,
+    pipeline::Pipeline,
+    publisher::{PublisherSetup, stop_publisher},
+    settings::agent_id,
+};
+use crate::{
+    cli::RunArgs,
+    config::KindPriority,
+    detect::Detect,
+    enrich::{ProcessTable, users::Users},
+    events::Kind,
+    probes,
+    publish::spool::Priority,
+};
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let settings = RunSettings::resolve(&args)?;
+    let collected = settings.collected()?;
+    // Rules are read and compiled before anything starts: a bad one exits 2.
+    let detect = Detect::new(&settings.detect)?;
+    // The probes of the kinds detection looks at are attached even when
+    // those kinds are not published (priority off).
+    let mut attach = collected.clone();
+    attach.extend(detect.kinds());
+    // Before anything is logged (`shrike ready` above all): a signal that
+    // comes before its handler exists kills the agent (SIGHUP's default
+    // action too), unflushed.
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
+    let id = agent_id(&settings.agent_id_file);
+    let sink = match PublisherSetup::of(&settings) {
+        None => Sink::DryRun(std::io::stdout()),
+        Some(setup) => Sink::Mqtt(setup.start()?),
+    };
+
+    let wake_kinds =
+        collected.iter().copied().filter(|k| settings.priority[k] == KindPriority::High).collect();
+    let crate::Kernel { mut probes, mut rx, stats, mut tasks } =
+        crate::start_kernel(&args.probe, attach.clone(), wake_kinds)?;
+    let attached = probes.status.iter().filter(|s| s.attached).count();
+    tracing::info!(
+        agent_id = %id,
+        kinds = ?collected,
+        detect_kinds = ?detect.kinds(),
+        rules = detect.stats.rules_loaded,
+        rules_skipped = ?detect.stats.rules_skipped,
+        dry_run = settings.dry_run,
+        "shrike ready: {attached} probes attached"
+    );
+    crate::caps::drop_after_attach();
+
+    let mut procs = ProcessTable::new(&args.probe.proc_root);
+    procs.seed();
+    let mut users = Users::new("/etc/passwd");
+    let mut attachable = probes::collected_kinds(&attach);
+    attachable.insert(Kind::Alert);
+    let mut pipe = Pipeline::new(settings, detect, attachable, id, sink);
+    let mut reported = Health::default();
+
+    let outcome: anyhow::Result<()> = loop {
+        let next_agg = pipe.next_aggregate();
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break Err(anyhow::anyhow!("kernel readers stopped")) };
+                for mut ev in batch {
+                    procs.apply(&mut ev);
+                    pipe.handle(&mut ev, &mut users);
+                }
+            }
+            _ = sleep_until_opt(next_agg) => pipe.flush_due_aggregates(),
+            _ = pipe.timers.snapshots.tick() => {
+                for ev in crate::collect::snapshot_events(&args.probe.proc_root) {
+                    pipe.batches.push(Priority::Low, ev, &mut pipe.sink);
+                }
+            }
+            _ = pipe.timers.health.tick() => {
+                let now = Health::now(&pipe, &probes);
+                for ev in now.events_since(&reported) {
+                    pipe.batches.push(Priority::Low, ev, &mut pipe.sink);
+                }
+                reported = now;
+            }
+            _ = pipe.timers.high.tick() => pipe.batches.flush(Priority::High, &mut pipe.sink),
+            _ = pipe.timers.low.tick() => pipe.batches.flush(Priority::Low, &mut pipe.sink),
+            _ = pipe.timers.retry.tick(), if matches!(pipe.sink, Sink::Held(_)) => pipe.retry_publisher(),
+            _ = pipe.timers.detect.tick(), if !pipe.detect.is_empty() => pipe.tick_detect(),
+            Some(done) = tasks.join_next() => match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break Err(e),
+                Err(e) => break Err(e.into()),
+            },
+            _ = sighup.recv() => pipe.reload(&args, &mut probes.ebpf).await,
+            _ = sigterm.recv() => break Ok(()),
+            _ = sigint.recv() => break Ok(()),
+        }
+    };
+
+    // Drain the kernel, then send everything pending (aggregates included).
+    // Bounded: the probes are still attached, and a busy machine never goes
+    // 300 ms without an event (the agent would never exit).
+    let drain_end = Instant::now() + Duration::from_secs(1);
+    while let Ok(Some(batch)) =
+        tokio::time::timeout_at(drain_end.min(Instant::now() + Duration::from_millis(300)), rx.recv()).await
+    {
+        for mut ev in batch {
+            procs.apply(&mut ev);
+            pipe.handle(&mut ev, &mut users);
+        }
+    }
+    pipe.flush_all();
+    // A last attempt for messages held since a failed reload.
+    pipe.retry_publisher();
+    let lost = probes::read_counters(&probes.ebpf, shrike_common::names::LOST);
+    tracing::info!(
+        received = stats.received.load(Ordering::Relaxed),
+        kernel_lost = ?lost,
+        messages = pipe.batches.messages,
+        detect = ?pipe.detect.stats,
+        dropped = ?pipe.batches.dropped,
+        "shrike stopping"
+    );
+    match pipe.sink {
+        // Whatever is not acknowledged in time stays in the spool for the next start.
+        Sink::Mqtt(p) => {
+            let stats = stop_publisher(p, Duration::from_secs(5)).await;
+            tracing::info!(?stats, "publisher stopping");
+        }
+        Sink::Held(held) => {
+            tracing::error!(
+                messages = held.msgs.len(),
+                "no publisher runs: the messages held in memory are lost"
+            );
+        }
+        Sink::DryRun(_) => {}
+    }
+    tasks.abort_all();
+    outcome
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

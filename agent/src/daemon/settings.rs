@@ -1,0 +1,332 @@
+//! Settings resolution: defaults, the config file and flags into `RunSettings`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use shrike_common::schema::Uuid;
+
+use crate::{
+    cli::RunArgs,
+    config::{
+        ConfigError, FileConfig, Hub, KindPriority, default_priority, duration_setting, parse_aggregation,
+        parse_hub, parse_priority, readable,
+    },
+    detect::DetectConfig,
+    events::Kind,
+    publish::{
+        azure::ConnectionString,
+        mqtt::{Settings, TlsSettings},
+    },
+};
+
+/// Everything `shrike run` needs, resolved from defaults, the file and flags.
+#[derive(Debug)]
+pub struct RunSettings {
+    /// None with --dry-run.
+    pub mqtt: Option<Settings>,
+    /// The IoT Hub identity `mqtt`'s credentials come from (hub = azure): a
+    /// reload compares it, as its SAS tokens differ at every resolve.
+    pub hub_identity: Option<ConnectionString>,
+    pub spool_dir: PathBuf,
+    pub spool_size: u64,
+    pub high_interval: Duration,
+    pub low_interval: Duration,
+    pub priority: BTreeMap<Kind, KindPriority>,
+    /// Per kind: aggregation interval, None = off.
+    pub aggregation: BTreeMap<Kind, Option<Duration>>,
+    pub max_message_size: usize,
+    pub agent_id_file: PathBuf,
+    /// Listening ports, local users and system information, every...
+    pub snapshot_interval: Duration,
+    /// DroppedEventsStatistics and MessageStatistics, every...
+    pub health_interval: Duration,
+    /// Gzip messages before spooling and publishing them.
+    pub gzip: bool,
+    /// The detection stage (`[detect]`).
+    pub detect: DetectConfig,
+    pub dry_run: bool,
+}
+
+/// The defaults, documented in one place.
+pub mod defaults {
+    pub const SPOOL_DIR: &str = "/var/lib/shrike/spool";
+    /// 64 MiB: hours of a busy gateway's messages while the hub is away.
+    pub const SPOOL_SIZE: u64 = 64 << 20;
+    /// High-priority batches go out this often: with the reader woken at once
+    /// for these kinds, alerts reach the hub well within a second.
+    pub const HIGH_INTERVAL: &str = "500ms";
+    pub const LOW_INTERVAL: &str = "1m";
+    pub const AGGREGATE_INTERVAL: &str = "1m";
+    /// IoT Hub's device-to-cloud message limit.
+    pub const MAX_MESSAGE_SIZE: usize = 256 * 1024;
+    pub const AGENT_ID_FILE: &str = "/var/lib/shrike/agent-id";
+    pub const KEEP_ALIVE: &str = "60s";
+    /// Generic brokers; `{client_id}` is replaced.
+    pub const TOPIC: &str = "shrike/{client_id}/security";
+    pub const SNAPSHOT_INTERVAL: &str = "1h";
+    pub const HEALTH_INTERVAL: &str = "5m";
+}
+
+pub(super) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "shrike".into())
+}
+
+pub(super) fn invalid(setting: &str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid { setting: setting.into(), reason: reason.to_string() }
+}
+
+impl RunSettings {
+    pub fn resolve(args: &RunArgs) -> Result<RunSettings, ConfigError> {
+        let file = match &args.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        macro_rules! pick {
+            ($name:ident) => {
+                args.$name.clone().or(file.$name.clone())
+            };
+        }
+        let high_interval = duration_setting(
+            "high_interval",
+            &pick!(high_interval).unwrap_or(defaults::HIGH_INTERVAL.into()),
+        )?;
+        let low_interval =
+            duration_setting("low_interval", &pick!(low_interval).unwrap_or(defaults::LOW_INTERVAL.into()))?;
+        let agg_default = parse_aggregation(
+            "aggregate_interval",
+            &pick!(aggregate_interval).unwrap_or(defaults::AGGREGATE_INTERVAL.into()),
+        )?;
+        // Alerts are always high priority; their aggregation is set like
+        // any kind's (the first of a rule and process goes out at once).
+        let mut priority: BTreeMap<Kind, KindPriority> =
+            Kind::EVENTS.iter().map(|&k| (k, default_priority(k))).collect();
+        let mut aggregation: BTreeMap<Kind, Option<Duration>> =
+            Kind::EVENTS.iter().map(|&k| (k, agg_default)).collect();
+        let fixed = |setting: &str, kind: Kind| match kind {
+            Kind::Alert => {
+                Err(invalid(setting, "alerts are always high priority (--no-detect turns them off)"))
+            }
+            _ => Ok(()),
+        };
+        for (k, v) in file.priority.iter().flatten() {
+            let setting = format!("priority.{k}");
+            let kind = Kind::from_name(k).ok_or_else(|| invalid(&setting, "unknown event kind"))?;
+            fixed(&setting, kind)?;
+            priority.insert(kind, *v);
+        }
+        for (k, v) in file.aggregation.iter().flatten() {
+            let setting = format!("aggregation.{k}");
+            let kind = Kind::from_name(k).ok_or_else(|| invalid(&setting, "unknown event kind"))?;
+            aggregation.insert(kind, parse_aggregation(&setting, v)?);
+        }
+        for (kind, v) in &args.priorities {
+            fixed(&format!("--priority {}", kind.name()), *kind)?;
+            priority.insert(*kind, parse_priority(&format!("--priority {}", kind.name()), v)?);
+        }
+        for (kind, v) in &args.aggregations {
+            aggregation.insert(*kind, parse_aggregation(&format!("--aggregate {}", kind.name()), v)?);
+        }
+        let max_message_size = pick!(max_message_size).unwrap_or(defaults::MAX_MESSAGE_SIZE);
+        if !(1024..=16 << 20).contains(&max_message_size) {
+            return Err(invalid("max_message_size", format!("{max_message_size} is outside 1024..=16 MiB")));
+        }
+        let spool_size = pick!(spool_size).unwrap_or(defaults::SPOOL_SIZE);
+        if spool_size < max_message_size as u64 * 2 {
+            return Err(invalid(
+                "spool_size",
+                format!("{spool_size} cannot hold two messages of {max_message_size}"),
+            ));
+        }
+        let dry_run = args.dry_run;
+        let hub = pick!(hub).map(|h| parse_hub(&h)).transpose()?;
+        let gzip = match pick!(compression).as_deref() {
+            None | Some("none") => false,
+            Some("gzip") if matches!(hub, Some(Hub::Azure { .. })) => {
+                return Err(invalid(
+                    "compression",
+                    "IoT Hub takes JSON security messages: use none with azure",
+                ));
+            }
+            Some("gzip") => true,
+            Some(other) => return Err(invalid("compression", format!("{other:?}: expected none or gzip"))),
+        };
+        let (mqtt, hub_identity) = match hub {
+            _ if dry_run => (None, None),
+            None => return Err(invalid("hub", "not set: use --hub mqtt://HOST:PORT or azure, or --dry-run")),
+            Some(h) => {
+                let (mqtt, identity) = mqtt_settings(args, &file, h, max_message_size)?;
+                (Some(mqtt), identity)
+            }
+        };
+        Ok(RunSettings {
+            mqtt,
+            hub_identity,
+            spool_dir: pick!(spool_dir).unwrap_or_else(|| defaults::SPOOL_DIR.into()),
+            spool_size,
+            high_interval,
+            low_interval,
+            priority,
+            aggregation,
+            max_message_size,
+            agent_id_file: pick!(agent_id_file).unwrap_or_else(|| defaults::AGENT_ID_FILE.into()),
+            snapshot_interval: duration_setting(
+                "snapshot_interval",
+                &pick!(snapshot_interval).unwrap_or(defaults::SNAPSHOT_INTERVAL.into()),
+            )?,
+            health_interval: duration_setting(
+                "health_interval",
+                &pick!(health_interval).unwrap_or(defaults::HEALTH_INTERVAL.into()),
+            )?,
+            gzip,
+            detect: DetectConfig {
+                proc_root: args.probe.proc_root.clone(),
+                ..DetectConfig::resolve(file.detect.as_ref(), &args.detect)?
+            },
+            dry_run,
+        })
+    }
+
+    /// The kernel kinds to publish (priority not off); none, without
+    /// detection, is an error.
+    pub(super) fn collected(&self) -> Result<BTreeSet<Kind>, ConfigError> {
+        let kinds: BTreeSet<Kind> = Kind::ALL
+            .into_iter()
+            .filter(|k| self.priority.get(k).is_some_and(|p| *p != KindPriority::Off))
+            .collect();
+        if kinds.is_empty() && !self.detect.enabled {
+            return Err(invalid("priority", "every kind is off and detection too: nothing to collect"));
+        }
+        Ok(kinds)
+    }
+}
+
+pub(super) fn mqtt_settings(
+    args: &RunArgs,
+    file: &FileConfig,
+    hub: Hub,
+    max_message_size: usize,
+) -> Result<(Settings, Option<ConnectionString>), ConfigError> {
+    macro_rules! pick {
+        ($name:ident) => {
+            args.$name.clone().or(file.$name.clone())
+        };
+    }
+    let keep_alive =
+        duration_setting("keep_alive", &pick!(keep_alive).unwrap_or(defaults::KEEP_ALIVE.into()))?;
+    let ca_file = pick!(ca_file);
+    let client_cert = pick!(client_cert);
+    let client_key = pick!(client_key);
+    for (name, p) in [("ca_file", &ca_file), ("client_cert", &client_cert), ("client_key", &client_key)] {
+        if let Some(p) = p {
+            readable(name, p)?;
+        }
+    }
+    if client_cert.is_some() != client_key.is_some() {
+        return Err(invalid("client_cert", "client_cert and client_key go together"));
+    }
+    let password = match (pick!(password_file), pick!(password_env)) {
+        (Some(f), _) => Some(
+            std::fs::read_to_string(&f)
+                .map_err(|e| invalid("password_file", format!("{}: {e}", f.display())))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        (None, Some(var)) => {
+            Some(std::env::var(&var).map_err(|_| invalid("password_env", format!("${var} is not set")))?)
+        }
+        (None, None) => None,
+    };
+    let tls_with = |ca: Option<PathBuf>| -> Result<TlsSettings, ConfigError> {
+        let ca_file = ca
+            .or_else(|| {
+                ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.is_file())
+            })
+            .ok_or_else(|| {
+                invalid("ca_file", "TLS needs CA certificates: none given and no system bundle")
+            })?;
+        Ok(TlsSettings { ca_file, client_cert: client_cert.clone(), client_key: client_key.clone() })
+    };
+    let base = Settings { keep_alive, max_message_size, ..Settings::default() };
+    let mut identity = None;
+    let settings = match hub {
+        Hub::Mqtt { host, port, tls } => {
+            let client_id = pick!(client_id).unwrap_or_else(hostname);
+            let topic = pick!(topic).unwrap_or(defaults::TOPIC.into()).replace("{client_id}", &client_id);
+            Settings {
+                host,
+                port,
+                client_id,
+                username: pick!(username),
+                password,
+                topic,
+                tls: if tls || client_cert.is_some() { Some(tls_with(ca_file)?) } else { None },
+                ..base
+            }
+        }
+        Hub::Azure { endpoint } => {
+            let path = pick!(connection_string_file)
+                .ok_or_else(|| invalid("connection_string_file", "required with hub = azure"))?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| invalid("connection_string_file", format!("{}: {e}", path.display())))?;
+            let cs: ConnectionString =
+                text.trim().parse().map_err(|e| invalid("connection_string_file", e))?;
+            // SAS tokens live an hour; each connection attempt gets a fresh
+            // one and the connection is renewed after 50 minutes.
+            const TOKEN_TTL: Duration = Duration::from_secs(3600);
+            let password = cs.password(crate::publish::azure::expiry_in(TOKEN_TTL));
+            let credentials_refresh = password.is_some().then(|| {
+                let cs = cs.clone();
+                crate::publish::mqtt::CredentialsRefresh {
+                    every: TOKEN_TTL * 5 / 6,
+                    make: std::sync::Arc::new(move || {
+                        cs.password(crate::publish::azure::expiry_in(TOKEN_TTL)).unwrap_or_default()
+                    }),
+                }
+            });
+            let (host, port) = endpoint.unwrap_or_else(|| (cs.broker_host().to_owned(), 8883));
+            identity = Some(cs.clone());
+            Settings {
+                host,
+                port,
+                client_id: cs.client_id(),
+                username: Some(cs.username()),
+                password,
+                topic: cs.security_message_topic(),
+                tls: Some(tls_with(ca_file)?),
+                credentials_refresh,
+                ..base
+            }
+        }
+    };
+    settings.validate().map_err(|e| invalid("hub", e))?;
+    Ok((settings, identity))
+}
+
+/// The agent's id: stable per installation, created on first run.
+pub(super) fn agent_id(path: &Path) -> Uuid {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(id) = text.trim().parse() {
+            return id;
+        }
+        tracing::warn!(file = %path.display(), "agent id file is not a GUID: making a new one");
+    }
+    let id = Uuid::new_v4();
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, format!("{id}\n"))
+    };
+    if let Err(e) = write() {
+        tracing::warn!(file = %path.display(), "cannot store the agent id ({e}): it will change at restart");
+    }
+    id
+}
