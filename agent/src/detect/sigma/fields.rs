@@ -1,0 +1,291 @@
+//! The one field table: which Sigma fields Shrike feeds for each logsource
+//! category, and how each is read from an enriched [`Event`]. Live events and
+//! recorded ones (`shrike rules test`, turned back into [`Event`]s by
+//! `record.rs`) both go through [`View`], so a rule sees the same values.
+//!
+//! A [`View`] borrows the event (and the command lines the engine keeps), so
+//! looking a field up never allocates; addresses are formatted once per event
+//! into inline buffers.
+
+use std::{borrow::Cow, fmt::Write as _, net::IpAddr};
+
+use rsigma_eval::EventValue;
+
+use crate::events::{Body, Event, Sock};
+
+/// The logsource categories Shrike feeds (`product: linux`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    /// `process_creation`: successful execs. A failed exec created no
+    /// process and ran no image, so it is not one (Sysmon for Linux and
+    /// auditd-based pipelines report the same).
+    Process,
+    /// `network_connection`: connect (Initiated "true") and accept
+    /// (Initiated "false") events, whatever their outcome. A non-blocking
+    /// connect is one connection: its `in_progress` event counts, the later
+    /// event with its outcome does not (it would fire the rules twice).
+    Network,
+}
+
+/// Fields of `process_creation`, Sysmon for Linux's names.
+pub const PROCESS_FIELDS: &[&str] = &[
+    "Image",
+    "CommandLine",
+    "ParentImage",
+    "ParentCommandLine",
+    "User",
+    "LogonId",
+    "CurrentDirectory",
+    "ProcessId",
+    "ParentProcessId",
+];
+
+/// Fields of `network_connection`.
+pub const NETWORK_FIELDS: &[&str] = &[
+    "Image",
+    "CommandLine",
+    "User",
+    "ProcessId",
+    "DestinationIp",
+    "DestinationPort",
+    "DestinationHostname",
+    "SourceIp",
+    "SourcePort",
+    "Initiated",
+    "Protocol",
+];
+
+impl Category {
+    pub const ALL: [Category; 2] = [Category::Process, Category::Network];
+
+    /// The logsource `category` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Process => "process_creation",
+            Category::Network => "network_connection",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.name().eq_ignore_ascii_case(s))
+    }
+
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            Category::Process => PROCESS_FIELDS,
+            Category::Network => NETWORK_FIELDS,
+        }
+    }
+
+    /// The category an event feeds, if any.
+    pub fn of(ev: &Event) -> Option<Category> {
+        match &ev.body {
+            Body::Exec(x) if x.success => Some(Category::Process),
+            Body::Connect(s) if !s.async_outcome => Some(Category::Network),
+            Body::Accept(_) => Some(Category::Network),
+            _ => None,
+        }
+    }
+}
+
+/// An address formatted without allocating (an IPv6 address is at most 45
+/// characters).
+#[derive(Clone, Copy)]
+pub struct IpText {
+    buf: [u8; 48],
+    len: u8,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> IpText {
+        let mut t = IpText { buf: [0; 48], len: 0 };
+        // The mapped form of an IPv4 address is written as IPv4: rules and
+        // CIDRs name IPv4 addresses that way, whatever socket family carried them.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let _ = write!(t, "{ip}");
+        t
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let start = self.len as usize;
+        let end = start + s.len();
+        if end > self.buf.len() {
+            return Err(std::fmt::Error);
+        }
+        self.buf[start..end].copy_from_slice(s.as_bytes());
+        self.len = end as u8;
+        Ok(())
+    }
+}
+
+/// One event as a Sigma rule sees it (rsigma's [`rsigma_eval::Event`]).
+pub struct View<'a> {
+    ev: &'a Event,
+    cat: Category,
+    cmdline: Option<&'a str>,
+    parent_cmdline: Option<&'a str>,
+    net: Option<Net<'a>>,
+}
+
+/// A connection's sides as Sysmon names them: the source initiated it.
+struct Net<'a> {
+    sock: &'a Sock,
+    initiated: bool,
+    src_ip: Option<IpText>,
+    dst_ip: Option<IpText>,
+}
+
+impl<'a> View<'a> {
+    /// `cmdline`: the process's command line (an exec's own argv joined; for
+    /// a connection, the one the engine remembers for the pid);
+    /// `parent_cmdline`: the parent's, when known. `None` for an event of no
+    /// category.
+    pub fn new(ev: &'a Event, cmdline: Option<&'a str>, parent_cmdline: Option<&'a str>) -> Option<View<'a>> {
+        let cat = Category::of(ev)?;
+        let net = match &ev.body {
+            Body::Connect(s) => Some(Net {
+                sock: s,
+                initiated: true,
+                src_ip: s.local_addr.map(IpText::new),
+                dst_ip: s.remote_addr.map(IpText::new),
+            }),
+            Body::Accept(s) => Some(Net {
+                sock: s,
+                initiated: false,
+                src_ip: s.remote_addr.map(IpText::new),
+                dst_ip: s.local_addr.map(IpText::new),
+            }),
+            _ => None,
+        };
+        Some(View { ev, cat, cmdline, parent_cmdline, net })
+    }
+
+    pub fn category(&self) -> Category {
+        self.cat
+    }
+
+    /// The value of one field of the table (`None`: absent for this event).
+    pub fn field(&self, name: &str) -> Option<EventValue<'_>> {
+        let ev = self.ev;
+        let s = |v: &'a str| Some(EventValue::Str(Cow::Borrowed(v)));
+        match (self.cat, name) {
+            (_, "Image") => match &ev.body {
+                // The path the kernel executed (the process table's exe for
+                // an exec is that path; the filename when it could not say).
+                Body::Exec(x) => s(ev.exe.as_deref().unwrap_or(&x.filename)),
+                _ => ev.exe.as_deref().and_then(s),
+            },
+            (_, "CommandLine") => self.cmdline.and_then(s),
+            (_, "User") => ev.user.as_deref().and_then(s),
+            (_, "ProcessId") => Some(EventValue::Int(i64::from(ev.pid))),
+            (Category::Process, "ParentImage") => match &ev.body {
+                Body::Exec(x) => x.parent_exe.as_deref().and_then(s),
+                _ => None,
+            },
+            (Category::Process, "ParentCommandLine") => self.parent_cmdline.and_then(s),
+            // Shrike has no login session id; the uid is what Sysmon for
+            // Linux's LogonId carries for processes outside a login session.
+            (Category::Process, "LogonId") => Some(EventValue::Int(i64::from(ev.uid))),
+            // The exec record carries no working directory: absent.
+            (Category::Process, "CurrentDirectory") => None,
+            (Category::Process, "ParentProcessId") => ev.ppid.map(|p| EventValue::Int(i64::from(p))),
+            (Category::Network, _) => {
+                let n = self.net.as_ref()?;
+                let (src_port, dst_port) = if n.initiated {
+                    (n.sock.local_port, n.sock.remote_port)
+                } else {
+                    (n.sock.remote_port, n.sock.local_port)
+                };
+                match name {
+                    "DestinationIp" => n.dst_ip.as_ref().map(|t| EventValue::Str(Cow::Borrowed(t.as_str()))),
+                    "SourceIp" => n.src_ip.as_ref().map(|t| EventValue::Str(Cow::Borrowed(t.as_str()))),
+                    "DestinationPort" => dst_port.map(|p| EventValue::Int(i64::from(p))),
+                    "SourcePort" => src_port.map(|p| EventValue::Int(i64::from(p))),
+                    "Initiated" => s(if n.initiated { "true" } else { "false" }),
+                    "Protocol" => s(n.sock.protocol),
+                    // No name resolution is recorded with the connection yet.
+                    "DestinationHostname" => None,
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Every field of the category with a value, in table order.
+    fn each(&self, mut f: impl FnMut(&'static str, EventValue<'_>)) {
+        for name in self.cat.fields() {
+            if let Some(v) = self.field(name) {
+                f(name, v);
+            }
+        }
+    }
+}
+
+fn value_str<'v>(v: &'v EventValue<'_>) -> Option<&'v str> {
+    match v {
+        EventValue::Str(s) => Some(s),
+        _ => None,
+    }
+}
+
+impl rsigma_eval::Event for View<'_> {
+    fn get_field(&self, path: &str) -> Option<EventValue<'_>> {
+        self.field(path)
+    }
+
+    /// Keyword (field-less) detections look at every string value.
+    fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        let mut hit = false;
+        self.each(|_, v| {
+            if !hit && let Some(s) = value_str(&v) {
+                hit = pred(s);
+            }
+        });
+        hit
+    }
+
+    fn all_string_values(&self) -> Vec<Cow<'_, str>> {
+        let mut out = Vec::new();
+        self.each(|_, v| {
+            if let Some(s) = value_str(&v) {
+                out.push(Cow::Owned(s.to_owned()));
+            }
+        });
+        out
+    }
+
+    fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
+        self.each(|_, v| {
+            if let Some(s) = value_str(&v) {
+                visit(s);
+            }
+        });
+    }
+
+    /// Only off the hot path (correlation event buffers, which are off).
+    fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        self.each(|k, v| {
+            m.insert(k.to_owned(), v.to_json());
+        });
+        serde_json::Value::Object(m)
+    }
+
+    /// The category's field names (absent ones answer `None` when probed).
+    fn visit_top_level_keys(&self, visit: &mut dyn FnMut(&str)) -> bool {
+        for k in self.cat.fields() {
+            visit(k);
+        }
+        true
+    }
+}
