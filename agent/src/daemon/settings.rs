@@ -330,3 +330,68 @@ pub(super) fn agent_id(path: &Path) -> Uuid {
     }
     id
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from([&["shrike", "run"], args].concat()).expect("valid flags");
+        match cli.command {
+            Command::Run(a) => *a,
+            _ => unreachable!("run"),
+        }
+    }
+
+    /// The documented example is what the agent reads: every key in it,
+    /// `[detect]` included, is accepted and gives the documented defaults.
+    #[test]
+    fn the_example_config_resolves_to_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/shrike.toml");
+        let s = RunSettings::resolve(&run_args(&["--config", example])).expect("example config");
+        let d = DetectConfig::default();
+        assert_eq!(
+            (s.detect.enabled, &s.detect.rules, &s.detect.disabled, &s.detect.builtin),
+            (d.enabled, &d.rules, &d.disabled, &d.builtin)
+        );
+        assert_eq!(s.priority[&Kind::Alert], KindPriority::High);
+        assert_eq!(s.aggregation[&Kind::Alert], Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn detect_flags_and_alert_settings() {
+        let s = run_args(&["--dry-run", "--no-detect", "--priority", "exec=off", "--aggregate", "alert=10s"]);
+        let s = RunSettings::resolve(&s).unwrap();
+        assert!(!s.detect.enabled);
+        assert_eq!(s.aggregation[&Kind::Alert], Some(Duration::from_secs(10)));
+        assert!(!s.collected().unwrap().contains(&Kind::Exec));
+
+        let err = RunSettings::resolve(&run_args(&["--dry-run", "--priority", "alert=low"])).unwrap_err();
+        assert!(err.to_string().contains("always high"), "{err}");
+        let err = RunSettings::resolve(&run_args(&["--dry-run", "--brute-force-window", "0s"])).unwrap_err();
+        assert!(err.to_string().contains("detect.brute_force_window"), "{err}");
+
+        // Every kind off: only detection is left to do, or nothing.
+        let off: Vec<String> = Kind::ALL.iter().map(|k| format!("--priority={}=off", k.name())).collect();
+        let off: Vec<&str> = off.iter().map(String::as_str).collect();
+        let s = RunSettings::resolve(&run_args(&[&["--dry-run"], &off[..]].concat())).unwrap();
+        assert!(s.collected().unwrap().is_empty());
+        let s = RunSettings::resolve(&run_args(&[&["--dry-run", "--no-detect"], &off[..]].concat())).unwrap();
+        assert!(s.collected().is_err());
+    }
+
+    #[test]
+    fn unknown_detect_keys_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("shrike-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("bad.toml");
+        std::fs::write(&cfg, "[detect]\nbrute_force = 3\n").unwrap();
+        let err =
+            RunSettings::resolve(&run_args(&["--dry-run", "--config", cfg.to_str().unwrap()])).unwrap_err();
+        assert!(err.to_string().contains("brute_force"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
