@@ -142,6 +142,15 @@ pub mod sock_flags {
     pub const LOCAL_KNOWN: u32 = 2;
     /// Remote address/port are known.
     pub const REMOTE_KNOWN: u32 = 4;
+    /// connect: this record is the outcome of an earlier connect whose
+    /// syscall returned EINPROGRESS (same socket, same `fd`, same `ret`), from
+    /// sock/inet_sock_set_state leaving SYN_SENT.
+    pub const OUTCOME: u32 = 8;
+    /// With [`OUTCOME`]: SYN_SENT -> ESTABLISHED (else SYN_SENT -> CLOSE).
+    pub const ESTABLISHED: u32 = 16;
+    /// With [`OUTCOME`]: the peer answered with a reset (tcp/tcp_receive_reset):
+    /// refused.
+    pub const RESET: u32 = 32;
 }
 
 /// connect / accept / listen / bind. Addresses are network-order bytes (IPv4 in

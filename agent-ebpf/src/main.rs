@@ -51,6 +51,9 @@ pub struct SysArgs {
     pub lport: u16,
     pub _pad: [u16; 3],
     pub laddr: [u8; 16],
+    /// connect: the socket (`skaddr` of sock/inet_sock_set_state) once the
+    /// kernel moved it to SYN_SENT, else 0.
+    pub sk: u64,
 }
 
 #[inline(always)]

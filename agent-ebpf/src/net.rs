@@ -3,7 +3,7 @@
 //! sock/inet_sock_set_state to learn that a connect is TCP and its local address.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_probe_read_user},
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
@@ -11,7 +11,11 @@ use aya_ebpf::{
 use core::ffi::c_void;
 use shrike_common::{SockRecord, kind, sock_flags};
 
-use crate::{SYS_ARGS, SysArgs, emit::emit_value, fd_key, fill_header, is_agent};
+use crate::{
+    SYS_ARGS, SysArgs,
+    emit::{emit, emit_value},
+    fd_key, fill_header, is_agent,
+};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -154,39 +158,136 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// A TCP connect between SYN_SENT and its outcome, keyed by the socket
+/// (`skaddr`). Made inside connect() at CLOSE -> SYN_SENT; the outcome
+/// (SYN_SENT -> ESTABLISHED or CLOSE) comes inside the syscall (blocking
+/// connects, and loopback answers processed as connect() releases the socket)
+/// or later, in softirq or timer context, for a connect that returned
+/// EINPROGRESS: then the record waits here and is sent as the outcome.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    /// The connect's record, once its syscall returned EINPROGRESS.
+    rec: SockRecord,
+    /// PENDING_IN_SYSCALL or PENDING_WAITING.
+    state: u32,
+    /// 0 while in SYN_SENT, else OUTCOME | ESTABLISHED/RESET flags.
+    outcome: u32,
+    /// A reset came from the peer (tcp_receive_reset).
+    reset: u32,
+    lport: u16,
+    _pad: u16,
+    outcome_ns: u64,
+    laddr: [u8; 16],
+}
+
+const PENDING_IN_SYSCALL: u32 = 0;
+const PENDING_WAITING: u32 = 1;
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_CLOSE: i32 = 7;
+const EINPROGRESS: i64 = -115;
+
+/// Bounded: a socket whose outcome never comes (its entry evicted) only loses
+/// its outcome record.
+#[map]
+static CONNECTING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(8192, 0);
+
 /// sock/inet_sock_set_state: skaddr@8, oldstate@16, newstate@20, sport@24,
 /// dport@26, family@28, protocol@30, saddr@32 [4], daddr@36 [4],
 /// saddr_v6@40 [16], daddr_v6@56 [16]. CLOSE -> SYN_SENT runs inside connect()
-/// in the caller's context: it proves the socket is TCP and gives its local end.
+/// in the caller's context: it proves the socket is TCP and gives its local
+/// address (not yet its port: tcp_v4_connect picks it after the transition).
+/// Leaving SYN_SENT gives the outcome and the local port.
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let _ = try_inet_sock_set_state(&ctx);
     0
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
-    let newstate: i32 = unsafe { ctx.read_at(20)? };
-    if newstate != TCP_SYN_SENT {
-        return Ok(());
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = SYS_ARGS.get_ptr_mut(pid_tgid) else {
-        return Ok(());
-    };
-    let args = unsafe { &mut *args };
-    if args.call != CALL_CONNECT {
-        return Ok(());
-    }
-    let family: u16 = unsafe { ctx.read_at(28)? };
-    args.flags |= sock_flags::TCP_CONFIRMED;
-    args.lport = unsafe { ctx.read_at(24)? };
+#[inline(always)]
+fn read_local(ctx: &TracePointContext, family: u16, laddr: &mut [u8; 16]) -> Result<(), i64> {
     if family == AF_INET {
         let a: [u8; 4] = unsafe { ctx.read_at(32)? };
-        args.laddr[..4].copy_from_slice(&a);
+        laddr[..4].copy_from_slice(&a);
     } else {
-        args.laddr = unsafe { ctx.read_at(40)? };
+        *laddr = unsafe { ctx.read_at(40)? };
     }
     Ok(())
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
+    let oldstate: i32 = unsafe { ctx.read_at(16)? };
+    let newstate: i32 = unsafe { ctx.read_at(20)? };
+    if newstate == TCP_SYN_SENT {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let Some(args) = SYS_ARGS.get_ptr_mut(pid_tgid) else {
+            return Ok(());
+        };
+        let args = unsafe { &mut *args };
+        if args.call != CALL_CONNECT {
+            return Ok(());
+        }
+        let family: u16 = unsafe { ctx.read_at(28)? };
+        args.flags |= sock_flags::TCP_CONFIRMED;
+        args.lport = unsafe { ctx.read_at(24)? };
+        read_local(ctx, family, &mut args.laddr)?;
+        args.sk = unsafe { ctx.read_at(8)? };
+        let p: Pending = unsafe { core::mem::zeroed() };
+        let _ = CONNECTING.insert(args.sk, &p, 0);
+        return Ok(());
+    }
+    if oldstate != TCP_SYN_SENT || (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE) {
+        return Ok(());
+    }
+    let sk: u64 = unsafe { ctx.read_at(8)? };
+    let Some(p) = CONNECTING.get_ptr_mut(sk) else {
+        return Ok(());
+    };
+    let p = unsafe { &mut *p };
+    let family: u16 = unsafe { ctx.read_at(28)? };
+    p.lport = unsafe { ctx.read_at(24)? };
+    read_local(ctx, family, &mut p.laddr)?;
+    p.outcome_ns = unsafe { bpf_ktime_get_ns() };
+    p.outcome = sock_flags::OUTCOME;
+    if newstate == TCP_ESTABLISHED {
+        p.outcome |= sock_flags::ESTABLISHED;
+    } else if p.reset != 0 {
+        p.outcome |= sock_flags::RESET;
+    }
+    if p.state == PENDING_WAITING {
+        // The syscall is over (softirq or timer context here): the record
+        // carries the header of the task that called connect().
+        finish_outcome(p);
+        emit(
+            ctx,
+            kind::CONNECT,
+            &p.rec as *const SockRecord as *const u8,
+            core::mem::size_of::<SockRecord>(),
+        );
+        let _ = CONNECTING.remove(sk);
+    }
+    Ok(())
+}
+
+/// Turns the waiting in_progress record into its outcome record.
+#[inline(always)]
+fn finish_outcome(p: &mut Pending) {
+    p.rec.hdr.ktime_ns = p.outcome_ns;
+    p.rec.flags |= p.outcome | sock_flags::LOCAL_KNOWN;
+    p.rec.lport = p.lport;
+    p.rec.laddr = p.laddr;
+}
+
+/// tcp/tcp_receive_reset: skaddr@8. Runs in tcp_reset() just before the
+/// socket leaves SYN_SENT for CLOSE: the connect was refused.
+#[tracepoint]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    if let Ok(sk) = unsafe { ctx.read_at::<u64>(8) } {
+        if let Some(p) = CONNECTING.get_ptr_mut(sk) {
+            unsafe { (*p).reset = 1 };
+        }
+    }
+    0
 }
 
 #[tracepoint]
@@ -195,6 +296,9 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let Some(sa) = read_sockaddr(a.a[1], a.a[2]) else {
+        if a.sk != 0 {
+            let _ = CONNECTING.remove(a.sk);
+        }
         return 0;
     };
     let mut rec: SockRecord = unsafe { core::mem::zeroed() };
@@ -205,15 +309,48 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     rec.rport = sa.port;
     rec.raddr = sa.addr;
     rec.flags = sock_flags::REMOTE_KNOWN;
-    if a.flags & sock_flags::TCP_CONFIRMED != 0 {
-        rec.protocol = IPPROTO_TCP;
-        rec.flags |= sock_flags::TCP_CONFIRMED | sock_flags::LOCAL_KNOWN;
-        rec.lport = a.lport;
-        rec.laddr = a.laddr;
-    } else {
+    if a.flags & sock_flags::TCP_CONFIRMED == 0 {
         rec.protocol = protocol_of(fd_key(pid_tgid, a.a[0]));
+        emit_value(&ctx, kind::CONNECT, &rec);
+        return 0;
+    }
+    rec.protocol = IPPROTO_TCP;
+    rec.flags |= sock_flags::TCP_CONFIRMED | sock_flags::LOCAL_KNOWN;
+    rec.lport = a.lport;
+    rec.laddr = a.laddr;
+    let Some(p) = CONNECTING.get_ptr_mut(a.sk) else {
+        emit_value(&ctx, kind::CONNECT, &rec);
+        return 0;
+    };
+    let p = unsafe { &mut *p };
+    if p.outcome != 0 {
+        // Left SYN_SENT during the syscall: the local port is known.
+        rec.lport = p.lport;
+        rec.laddr = p.laddr;
     }
     emit_value(&ctx, kind::CONNECT, &rec);
+    if ret != EINPROGRESS {
+        // The syscall's result is the outcome (blocking connect).
+        let _ = CONNECTING.remove(a.sk);
+        return 0;
+    }
+    p.rec = rec;
+    if p.outcome != 0 {
+        // Stamped with the syscall's exit, not the earlier transition: the
+        // outcome never sorts before the in_progress event (perf readers
+        // order by time).
+        p.outcome_ns = rec.hdr.ktime_ns;
+        finish_outcome(p);
+        emit(
+            &ctx,
+            kind::CONNECT,
+            &p.rec as *const SockRecord as *const u8,
+            core::mem::size_of::<SockRecord>(),
+        );
+        let _ = CONNECTING.remove(a.sk);
+    } else {
+        p.state = PENDING_WAITING;
+    }
     0
 }
 

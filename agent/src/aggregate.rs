@@ -4,7 +4,9 @@
 //! process events by executable + command line + user; connections by
 //! executable + remote address/port + protocol + direction; logins by service +
 //! user + remote host + step + result. Fields that differ between merged hits
-//! (pid, tid, ports chosen by the kernel...) are zeroed in the aggregate.
+//! (pid, tid, ports chosen by the kernel...) are left out of the aggregate,
+//! or, where the kind requires them, zeroed and named in
+//! `ExtraDetails.MergedFields` (see `shrike_common::schema::Merge`).
 
 use std::collections::HashMap;
 
@@ -24,9 +26,9 @@ enum Merging {
     ConnectionCreate(sm::Aggregate<sm::ConnectionCreate>),
     Login(sm::Aggregate<sm::Login>),
     PrivilegeChange(sm::Aggregate<sm::PrivilegeChange>),
+    Alert(sm::Aggregate<sm::Alert>),
 }
 
-    Alert(sm::Aggregate<sm::Alert>),
 macro_rules! merging {
     ($($kind:ident),*) => {
         impl Merging {
@@ -331,6 +333,7 @@ mod tests {
                 execveat: false,
                 entry_missing: false,
                 args_unreadable: false,
+                path_misses: 0,
             }),
         }
     }
@@ -375,6 +378,7 @@ mod tests {
                 result: 0,
                 status: "success",
                 error: None,
+                async_outcome: false,
             });
             e
         };
@@ -417,8 +421,34 @@ mod tests {
         let want = serde_json::to_value(expect.into_item()).unwrap();
         assert_eq!(got, want);
         assert_eq!(got["ProcessId"], 0);
-        assert_eq!(got["ExtraDetails"]["Comm"], "");
+        assert_eq!(got["ExtraDetails"].get("Comm"), None, "differs between hits: left out");
+        assert_eq!(got["ExtraDetails"]["MergedFields"], "ParentProcessId,ProcessId");
         assert_eq!(got["ExtraDetails"]["HitCount"], "50");
+    }
+
+    /// Exits of many processes of one program: the ids they do not share
+    /// are left out (ExtraDetails) or named as merged (the required
+    /// ProcessId), never reported as a false 0.
+    #[test]
+    fn aggregated_exits_leave_out_the_ids_they_do_not_share() {
+        let mut a = Aggregator::new(100);
+        for i in 0..3u32 {
+            let mut e = exec(100 + i, "2026-12-02T00:00:00Z", &[]);
+            e.tid = 100 + i;
+            e.ppid = Some(50 + i);
+            e.body = Body::Exit(crate::events::Exit { exit_code: Some(0), signal: None });
+            assert!(matches!(a.push(&e), Pushed::Merged));
+        }
+        let out = a.flush();
+        assert_eq!(out.len(), 1);
+        let item = serde_json::to_value(&out[0].1).unwrap()["Payload"][0].clone();
+        let extra = &item["ExtraDetails"];
+        assert_eq!(extra.get("ParentProcessId"), None, "{item}");
+        assert_eq!(extra.get("ThreadId"), None, "{item}");
+        assert_eq!(extra["MergedFields"], "ProcessId", "{item}");
+        assert_eq!(item["ProcessId"], 0, "required by the schema: zero, named in MergedFields");
+        assert_eq!(extra["HitCount"], "3");
+        assert_eq!(extra["UserId"], "0", "shared: kept");
     }
 
     #[test]
@@ -439,7 +469,6 @@ mod tests {
             "a new interval starts over"
         );
     }
-}
 
     #[test]
     fn alerts_go_out_at_once_per_rule_and_process_and_repeats_fold() {
@@ -480,3 +509,4 @@ mod tests {
         assert_eq!(item["ExtraDetails"]["HitCount"], "2");
         assert_eq!(item["ProcessId"], 7);
     }
+}

@@ -127,6 +127,7 @@ fn exec(success: bool) -> Exec {
         execveat: false,
         entry_missing: false,
         args_unreadable: false,
+        path_misses: if success { 2 } else { 0 },
     }
 }
 
@@ -144,6 +145,7 @@ fn sock(family: &'static str, remote: Option<IpAddr>) -> Sock {
         result: if remote.is_some() { 0 } else { -111 },
         status: if remote.is_some() { "success" } else { "refused" },
         error: if remote.is_some() { None } else { Some("ECONNREFUSED") },
+        async_outcome: false,
     }
 }
 

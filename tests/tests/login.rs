@@ -101,7 +101,7 @@ fn pamtester_login_success_and_failure() {
     for pid in [ok_pid, bad_pid] {
         for ev in of(&events, "login", pid) {
             assert_eq!(ev["service"], PAM_SERVICE, "{ev}");
-            assert_eq!(ev["user"], user.name.as_str(), "{ev}");
+            assert_eq!(ev["login_user"], user.name.as_str(), "{ev}");
             // pamtester sets neither PAM_RHOST nor PAM_TTY.
             assert_eq!(ev.get("rhost"), None, "{ev}");
             assert_eq!(ev.get("tty"), None, "{ev}");
@@ -205,7 +205,7 @@ fn sshd_password_login_success_and_failure() {
     let is_auth = |e: &Value, result: &str| {
         e["kind"] == "login"
             && e["service"] == "sshd"
-            && e["user"] == user.name.as_str()
+            && e["login_user"] == user.name.as_str()
             && e["step"] == "authenticate"
             && e["result"] == result
     };
@@ -225,7 +225,7 @@ fn sshd_password_login_success_and_failure() {
     let bad = agent.wait_for("a failed sshd authentication", |e| is_auth(e, "failure"));
 
     for ev in [&ok, &bad] {
-        assert_eq!(ev["user"], user.name.as_str(), "{ev}");
+        assert_eq!(ev["login_user"], user.name.as_str(), "{ev}");
         assert_eq!(ev["rhost"], "127.0.0.1", "{ev}");
         // OpenSSH sets PAM_TTY to "ssh" for sessions without a terminal.
         assert_eq!(ev["tty"], "ssh", "{ev}");

@@ -9,7 +9,15 @@ use std::{
 
 use shrike_tests::{Agent, Helper, Value, assert_enriched, free_port, helper_bin, is, run_helper};
 
-shrike_tests::both_transports!(connect_tcp, connect_refused, connect_udp, listen_and_accept);
+shrike_tests::both_transports!(
+    connect_tcp,
+    connect_refused,
+    connect_udp,
+    listen_and_accept,
+    nonblocking_connect_outcomes,
+    nonblocking_connect_established_later,
+    accept_without_peer_address,
+);
 
 /// The agent with the network kinds only (the process table behind ppid and
 /// exe still runs; all kinds together: all_kinds.rs).
@@ -51,11 +59,8 @@ fn connect_tcp(transport: &str) {
         assert_eq!(ev["remote_addr"], addr, "{ev}");
         assert_eq!(ev["remote_port"], port.parse::<u16>().unwrap(), "{ev}");
         assert_eq!(ev["local_addr"], out.get("local_addr"), "{ev}");
-        // The kernel picks the port after the SYN_SENT transition the agent
-        // learns the local end from: when reported, it must be exact.
-        if let Some(p) = ev.get("local_port") {
-            assert_eq!(*p, out.num::<u16>("local_port"), "{ev}");
-        }
+        // The client socket's local_addr(): its port comes from leaving SYN_SENT.
+        assert_eq!(ev["local_port"], out.num::<u16>("local_port"), "{ev}");
         assert_eq!(ev["fd"], out.num::<i32>("fd"), "{ev}");
         assert_eq!(ev["result"], 0, "{ev}");
         assert_eq!(ev["status"], "success", "{ev}");
@@ -83,11 +88,9 @@ fn connect_refused(transport: &str) {
         assert_eq!(ev["result"], -111, "{ev}");
         assert_eq!(ev["status"], "refused", "{ev}");
         assert_eq!(ev["error"], "ECONNREFUSED", "{ev}");
-        // The SYN left from a real local address.
+        // The SYN left from a real local address and port.
         assert_eq!(ev["local_addr"], addr, "{ev}");
-        if let Some(p) = ev.get("local_port") {
-            assert!(p.as_u64().is_some_and(|p| p > 0), "{ev}");
-        }
+        assert!(ev["local_port"].as_u64().is_some_and(|p| p > 0), "{ev}");
     }
     stop(agent, transport);
 }
@@ -156,11 +159,141 @@ fn listen_and_accept(transport: &str) {
             is(e, "connect", me) && e["remote_port"] == port && e["remote_addr"] == addr
         });
         assert_eq!(connect["local_addr"], addr, "{connect}");
-        if let Some(p) = connect.get("local_port") {
-            assert_eq!(*p, client_port, "{connect}");
-        }
+        assert_eq!(connect["local_port"], client_port, "{connect}");
         assert_eq!(connect["status"], "success", "{connect}");
         assert_eq!(connect["protocol"], "tcp", "{connect}");
+    }
+    stop(agent, transport);
+}
+
+/// The helper's connect events: (the syscall's, the outcome), once both came.
+fn connect_pair(agent: &Agent, pid: u32, what: &str) -> (Value, Value) {
+    let evs = agent.wait_for_count(2, what, |e| is(e, "connect", pid));
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    let (first, outcome) = (evs[0].clone(), evs[1].clone());
+    assert_eq!(first["status"], "in_progress", "{first}");
+    assert_eq!(first["result"], -115, "{first}");
+    assert_eq!(first.get("async_outcome"), None, "{first}");
+    assert_eq!(outcome["async_outcome"], true, "{outcome}");
+    // The same socket: the syscall's fd and result.
+    assert_eq!(outcome["fd"], first["fd"], "{outcome}");
+    assert_eq!(outcome["result"], -115, "{outcome}");
+    assert_eq!(outcome["remote_addr"], first["remote_addr"], "{outcome}");
+    assert_eq!(outcome["remote_port"], first["remote_port"], "{outcome}");
+    assert!(outcome["ktime_ns"].as_u64() >= first["ktime_ns"].as_u64(), "{outcome}");
+    (first, outcome)
+}
+
+/// Non-blocking connects (curl's way) return EINPROGRESS; their outcome
+/// follows as a second connect event: refused on a closed port, success
+/// on an open one, with the local port.
+fn nonblocking_connect_outcomes(transport: &str) {
+    let agent = start(transport);
+    for (addr, family) in [("127.0.0.1", "ipv4"), ("::1", "ipv6")] {
+        let closed = free_port(addr);
+        let (pid, lines, status) = run_helper(helper_bin!(), &["connect-tcp-nb", addr, &closed.to_string()]);
+        assert!(status.success());
+        assert_eq!((lines[0].get("ret"), lines[0].get("errno")), ("-1", "115"), "{:?}", lines[0]);
+        assert_eq!(lines[1].get("so_error"), "111", "{:?}", lines[1]);
+        let (first, outcome) =
+            connect_pair(&agent, pid, &format!("the refused non-blocking connect to {addr}"));
+        assert_sock(&first, "connect", pid, family, "tcp", transport);
+        assert_sock(&outcome, "connect", pid, family, "tcp", transport);
+        assert_eq!(outcome["remote_port"], closed, "{outcome}");
+        assert_eq!(outcome["status"], "refused", "{outcome}");
+        assert_eq!(outcome["error"], "ECONNREFUSED", "{outcome}");
+        assert_eq!(outcome["local_addr"], addr, "{outcome}");
+        assert!(outcome["local_port"].as_u64().is_some_and(|p| p > 0), "{outcome}");
+
+        let listener = TcpListener::bind((addr, 0)).expect("loopback listener");
+        let open = listener.local_addr().expect("local_addr").port();
+        let (pid, lines, status) = run_helper(helper_bin!(), &["connect-tcp-nb", addr, &open.to_string()]);
+        assert!(status.success());
+        assert_eq!(lines[1].get("so_error"), "0", "{:?}", lines[1]);
+        let (_, outcome) = connect_pair(&agent, pid, &format!("the non-blocking connect to {addr}"));
+        assert_eq!(outcome["status"], "success", "{outcome}");
+        assert_eq!(outcome.get("error"), None, "{outcome}");
+        assert_eq!(outcome["remote_port"], open, "{outcome}");
+        assert_eq!(outcome["local_addr"], lines[1].get("local_addr"), "{outcome}");
+        assert_eq!(outcome["local_port"], lines[1].num::<u16>("local_port"), "{outcome}");
+        let (_conn, peer) = listener.accept().expect("accept");
+        assert_eq!(peer.port(), lines[1].num::<u16>("local_port"));
+    }
+    stop(agent, transport);
+}
+
+/// A listener with backlog 0 whose queue is full drops SYNs: a non-blocking
+/// connect stays in SYN_SENT after its syscall returned, and is established
+/// only when its SYN is sent again (after ~1 s) once the queue has room: the
+/// outcome comes from softirq context, long after the syscall.
+fn nonblocking_connect_established_later(transport: &str) {
+    use std::os::fd::FromRawFd;
+    let agent = start(transport);
+    let addr = "127.0.0.1";
+    let port = free_port(addr);
+    // SAFETY: socket/bind/listen on a socket this test owns; the fd goes into
+    // a TcpListener that closes it.
+    let listener = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), len), 0);
+        assert_eq!(libc::listen(fd, 0), 0);
+        TcpListener::from_raw_fd(fd)
+    };
+    // Fills the accept queue (one connection with backlog 0).
+    let _filler = TcpStream::connect((addr, port)).expect("first connection");
+    let mut h = Helper::spawn(Command::new(helper_bin!()).args(["connect-tcp-nb", addr, &port.to_string()]));
+    let pid = h.pid();
+    assert_eq!(h.line().get("errno"), "115");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let first = agent.wait_for("the in_progress connect", |e| is(e, "connect", pid));
+    assert_eq!(first["status"], "in_progress", "{first}");
+    // No outcome yet: the SYN was dropped.
+    assert_eq!(agent.matching(|e| is(e, "connect", pid)).len(), 1);
+    let _accepted = listener.accept().expect("accept the filler");
+    let done = h.line();
+    assert_eq!(done.get("so_error"), "0", "{done:?}");
+    assert!(h.wait().success());
+    let (_, outcome) = connect_pair(&agent, pid, "the late outcome");
+    assert_eq!(outcome["status"], "success", "{outcome}");
+    assert_eq!(outcome["local_port"], done.num::<u16>("local_port"), "{outcome}");
+    // The header is the connecting process's, not the softirq's.
+    assert_sock(&outcome, "connect", pid, "ipv4", "tcp", transport);
+    let gap = outcome["ktime_ns"].as_u64().unwrap() - first["ktime_ns"].as_u64().unwrap();
+    assert!(gap > 500_000_000, "established on the SYN's retransmission, {gap} ns later: {outcome}");
+    stop(agent, transport);
+}
+
+/// accept(fd, NULL, NULL) (mosquitto's way): the kernel cannot read the
+/// peer from user memory; the agent finds it from the socket's inode in
+/// /proc/PID/net/tcp{,6} and never reports an unspecified peer.
+fn accept_without_peer_address(transport: &str) {
+    let agent = start(transport);
+    for (addr, family) in [("127.0.0.1", "ipv4"), ("::1", "ipv6")] {
+        let port = free_port(addr);
+        let mut h = Helper::spawn(Command::new(helper_bin!()).args(["listen-null", addr, &port.to_string()]));
+        let pid = h.pid();
+        assert_eq!(h.line().num::<u16>("port"), port);
+        let client = TcpStream::connect((addr, port)).expect("connecting to the helper");
+        let client_end = client.local_addr().expect("local_addr");
+        let accepted = h.line();
+        // The connection stays open until the agent reported it.
+        let accept = agent.wait_for(&format!("the accept on {addr}"), |e| is(e, "accept", pid));
+        drop(client);
+        assert!(h.wait().success());
+        assert_sock(&accept, "accept", pid, family, "tcp", transport);
+        assert_eq!(accept["fd"], accepted.num::<i32>("fd"), "{accept}");
+        assert_eq!(accept["local_addr"], addr, "{accept}");
+        assert_eq!(accept["local_port"], port, "{accept}");
+        assert_eq!(accept["remote_addr"], client_end.ip().to_string(), "{accept}");
+        assert_eq!(accept["remote_port"], client_end.port(), "{accept}");
     }
     stop(agent, transport);
 }

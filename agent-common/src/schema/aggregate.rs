@@ -1,7 +1,10 @@
 //! Event aggregation, as the Azure IoT security agents do it: many hits of the
 //! same thing become one event with one payload item, whose `ExtraDetails` say
-//! how many hits there were and over which period. Fields that differ between
-//! the hits are zeroed.
+//! how many hits there were and over which period. A field whose values
+//! differ between the hits is left out where the kind allows it (optional
+//! fields, `ExtraDetails` entries); a required one keeps a zero value and
+//! is named in `ExtraDetails.MergedFields`, so nobody reads that zero as a
+//! value.
 //!
 //! Which hits belong together (the aggregation key) is the caller's choice;
 //! [`Aggregate`] only refuses to merge hits whose enumerated fields
@@ -24,16 +27,30 @@ pub const START_TIME_UTC: &str = "StartTimeUtc";
 pub const END_TIME_LOCAL: &str = "EndTimeLocal";
 /// `ExtraDetails` key: UTC time of the last hit.
 pub const END_TIME_UTC: &str = "EndTimeUtc";
+/// `ExtraDetails` key: the required fields (comma-separated, as named in
+/// the message: `ProcessId,RemotePort`) whose values differed between the
+/// hits: their zero (`0`, `"0"`, `""`, `0.0.0.0`) stands for "several".
+pub const MERGED_FIELDS: &str = "MergedFields";
 
-/// Field-wise merge of two hits: `self` keeps what both share, and a field
-/// whose values differ becomes its zero: `0` for numbers, `"0"` for text that
+/// Field-wise merge of two hits: `self` keeps what both share. A field whose
+/// values differ is left out when it can be (`None` for optional fields; an
+/// `ExtraDetails` entry is kept only when both hits have it with one value);
+/// a required one becomes its zero: `0` for numbers, `"0"` for text that
 /// both hits wrote as an integer (ids, ports), `""` for other text, the
-/// unspecified address (`0.0.0.0`, `::`) for addresses, `None` for optional
-/// fields. Returns `false` when the two cannot be merged (an enumerated field
-/// differs); `self` may then be partly merged: check [`Merge::compatible`]
-/// first, or merge into a copy.
+/// unspecified address (`0.0.0.0`, `::`) for addresses (and [`Aggregate`]
+/// names it in [`MERGED_FIELDS`]). Returns `false` when the two cannot be
+/// merged (an enumerated field differs); `self` may then be partly merged:
+/// check [`Merge::compatible`] first, or merge into a copy.
 pub trait Merge {
+    /// The field must be present: a difference zeroes it instead of
+    /// leaving it out.
+    const REQUIRED: bool = true;
+
     fn merge(&mut self, other: &Self) -> bool;
+
+    /// Payload items: the names (Rust, snake_case) of the required fields
+    /// whose values differ from `other`'s.
+    fn differing_required(&self, _other: &Self, _out: &mut Vec<&'static str>) {}
 
     /// Whether `merge` would succeed, without changing anything.
     fn compatible(&self, _other: &Self) -> bool {
@@ -67,6 +84,17 @@ impl Merge for String {
         }
         true
     }
+}
+
+/// `process_id` -> `ProcessId`: a payload field's name in the message.
+fn pascal_case(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect()
 }
 
 /// The zero of a text field: "0" when it is a number, else "".
@@ -116,16 +144,19 @@ impl Merge for Vec<String> {
     }
 }
 
-impl<T: Merge> Merge for Option<T> {
+impl<T: Merge + PartialEq> Merge for Option<T> {
+    const REQUIRED: bool = false;
+
     fn merge(&mut self, other: &Self) -> bool {
-        match (self.as_mut(), other) {
-            (Some(a), Some(b)) => a.merge(b),
-            (None, None) => true,
-            _ => {
-                *self = None;
-                true
+        if let (Some(a), Some(b)) = (self.as_ref(), other) {
+            if !a.compatible(b) {
+                return false;
             }
         }
+        if self != other {
+            *self = None;
+        }
+        true
     }
 
     fn compatible(&self, other: &Self) -> bool {
@@ -136,24 +167,13 @@ impl<T: Merge> Merge for Option<T> {
     }
 }
 
-/// Entries present in both with the same value stay; the others are zeroed
-/// (a key present in one hit only is kept, with a zero value).
+/// Entries present in both with the same value stay; the others are left
+/// out (differing values, or a key one hit does not have).
 impl Merge for ExtraDetails {
+    const REQUIRED: bool = false;
+
     fn merge(&mut self, other: &Self) -> bool {
-        for (key, value) in self.iter_mut() {
-            match other.get(key) {
-                Some(v) if v == value => {}
-                Some(v) => {
-                    value.merge(v);
-                }
-                None => *value = zero_text(value, None),
-            }
-        }
-        for (key, value) in other {
-            if !self.contains_key(key) {
-                self.insert(key.clone(), zero_text(value, None));
-            }
-        }
+        self.retain(|key, value| other.get(key) == Some(value));
         true
     }
 }
@@ -188,11 +208,14 @@ impl std::error::Error for AggregateError {}
 /// let mut agg = Aggregate::new(hit(10), t0);
 /// agg.add(&hit(11), t0 + chrono::Duration::seconds(5)).unwrap();
 /// let event = agg.into_event();
-/// assert_eq!(event.payload.len(), 1); // one item: ProcessId 0, ExtraDetails.HitCount "2"
+/// // one item: ProcessId 0, ExtraDetails.HitCount "2" and .MergedFields "ProcessId"
+/// assert_eq!(event.payload.len(), 1);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Aggregate<T: PayloadItem> {
     item: T,
+    /// Required fields whose values differed (zeroed in `item`), sorted.
+    merged: Vec<&'static str>,
     hits: u64,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
@@ -201,7 +224,7 @@ pub struct Aggregate<T: PayloadItem> {
 impl<T: PayloadItem> Aggregate<T> {
     /// The first hit, seen at `at` (local time: the system's time zone).
     pub fn new(item: T, at: DateTime<Utc>) -> Self {
-        Aggregate { item, hits: 1, start: at, end: at }
+        Aggregate { item, merged: Vec::new(), hits: 1, start: at, end: at }
     }
 
     /// One more hit. On error nothing changes. Merges in place: the hot path
@@ -209,6 +232,12 @@ impl<T: PayloadItem> Aggregate<T> {
     pub fn add(&mut self, item: &T, at: DateTime<Utc>) -> Result<(), AggregateError> {
         if !self.item.compatible(item) {
             return Err(AggregateError::Incompatible);
+        }
+        let before = self.merged.len();
+        self.item.differing_required(item, &mut self.merged);
+        if self.merged.len() != before {
+            self.merged.sort_unstable();
+            self.merged.dedup();
         }
         let merged = self.item.merge(item);
         debug_assert!(merged, "compatible() and merge() disagree");
@@ -248,6 +277,10 @@ impl<T: PayloadItem> Aggregate<T> {
         extra.insert(START_TIME_UTC.into(), event::format_utc(&self.start));
         extra.insert(END_TIME_LOCAL.into(), event::format_local(&event::local_time(self.end)));
         extra.insert(END_TIME_UTC.into(), event::format_utc(&self.end));
+        if !self.merged.is_empty() {
+            let names: Vec<String> = self.merged.iter().map(|f| pascal_case(f)).collect();
+            extra.insert(MERGED_FIELDS.into(), names.join(","));
+        }
         item
     }
 

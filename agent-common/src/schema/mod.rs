@@ -63,8 +63,8 @@ mod payload;
 use serde::{Deserialize, Serialize, Serializer};
 
 pub use aggregate::{
-    Aggregate, AggregateError, END_TIME_LOCAL, END_TIME_UTC, HIT_COUNT, Merge, START_TIME_LOCAL,
-    START_TIME_UTC,
+    Aggregate, AggregateError, END_TIME_LOCAL, END_TIME_UTC, HIT_COUNT, MERGED_FIELDS, Merge,
+    START_TIME_LOCAL, START_TIME_UTC,
 };
 pub use event::{Event, EventError, format_local, format_utc};
 pub use message::{Message, MessageBuilder, MessageError, PushError};

@@ -42,6 +42,14 @@ macro_rules! payload_items {
                 fn compatible(&self, other: &Self) -> bool {
                     true $( && Merge::compatible(&self.$field, &other.$field) )*
                 }
+
+                fn differing_required(&self, other: &Self, out: &mut Vec<&'static str>) {
+                    $(
+                        if <$ty as Merge>::REQUIRED && self.$field != other.$field {
+                            out.push(stringify!($field));
+                        }
+                    )*
+                }
             }
         )*
     };
@@ -345,28 +353,28 @@ payload_items! {
         pub rule_id: String,
         #[serde(rename = "Severity")]
         pub severity: AlertSeverity,
+        /// What raised it: "builtin" or "sigma".
+        #[serde(rename = "Source", default, skip_serializing_if = "Option::is_none")]
+        pub source: Option<String>,
         /// One line for humans.
         #[serde(rename = "Title")]
         pub title: String,
         #[serde(rename = "Description", default, skip_serializing_if = "Option::is_none")]
         pub description: Option<String>,
-        #[serde(rename = "ProcessId", default, skip_serializing_if = "Option::is_none")]
-        pub process_id: Option<u32>,
-        #[serde(rename = "Executable", default, skip_serializing_if = "Option::is_none")]
-        /// What raised it: "builtin" or "sigma".
-        #[serde(rename = "Source", default, skip_serializing_if = "Option::is_none")]
-        pub source: Option<String>,
-        pub executable: Option<String>,
-        #[serde(rename = "CommandLine", default, skip_serializing_if = "Option::is_none")]
-        pub command_line: Option<String>,
-        #[serde(rename = "UserId", default, skip_serializing_if = "Option::is_none")]
-        pub user_id: Option<String>,
         /// What to do about it.
         #[serde(rename = "Remediation", default, skip_serializing_if = "Option::is_none")]
         pub remediation: Option<String>,
         /// ATT&CK and other tags ("attack.t1059.004").
         #[serde(rename = "Tags", default, skip_serializing_if = "Vec::is_empty")]
         pub tags: Vec<String>,
+        #[serde(rename = "ProcessId", default, skip_serializing_if = "Option::is_none")]
+        pub process_id: Option<u32>,
+        #[serde(rename = "Executable", default, skip_serializing_if = "Option::is_none")]
+        pub executable: Option<String>,
+        #[serde(rename = "CommandLine", default, skip_serializing_if = "Option::is_none")]
+        pub command_line: Option<String>,
+        #[serde(rename = "UserId", default, skip_serializing_if = "Option::is_none")]
+        pub user_id: Option<String>,
         #[serde(rename = "UserName", default, skip_serializing_if = "Option::is_none")]
         pub user_name: Option<String>,
         #[serde(rename = "RemoteAddress", default, skip_serializing_if = "Option::is_none")]

@@ -261,7 +261,7 @@ fn reading_checks_like_the_schema() {
 }
 
 #[test]
-fn aggregation_zeroes_what_differs() {
+fn aggregation_leaves_out_what_differs() {
     let conn = |pid: u32, port: u16, addr: IpAddr| ConnectionCreate {
         remote_address: addr,
         remote_port: "443".into(),
@@ -278,7 +278,9 @@ fn aggregation_zeroes_what_differs() {
     let remote: IpAddr = Ipv6Addr::LOCALHOST.into();
     let mut agg = Aggregate::new(conn(10, 40000, remote), t0() + chrono::Duration::seconds(1));
     agg.add(&conn(11, 40001, remote), t0() + chrono::Duration::seconds(9)).unwrap();
-    agg.add(&conn(12, 40002, Ipv6Addr::UNSPECIFIED.into()), t0()).unwrap();
+    let mut third = conn(12, 40002, Ipv6Addr::UNSPECIFIED.into());
+    third.extra_details.remove("Fd");
+    agg.add(&third, t0()).unwrap();
     assert_eq!(agg.hits(), 3);
     let mut inbound = conn(13, 40003, remote);
     inbound.direction = Direction::In;
@@ -290,16 +292,20 @@ fn aggregation_zeroes_what_differs() {
     let v = serde_json::to_value(&event).unwrap();
     let item = &v["Payload"][0];
     assert_eq!(v["Payload"].as_array().unwrap().len(), 1);
+    // Required by the schema: zeroed, and named as merged.
     assert_eq!(item["ProcessId"], json!(0));
-    assert_eq!(item["LocalPort"], json!("0"));
-    assert_eq!(item["RemotePort"], json!("443"));
     assert_eq!(item["RemoteAddress"], json!("::"));
+    // Optional: left out.
+    assert_eq!(item.get("LocalPort"), None);
+    assert_eq!(item.get("CommandLine"), None);
+    // The same in every hit: kept.
+    assert_eq!(item["RemotePort"], json!("443"));
     assert_eq!(item["LocalAddress"], json!("10.0.0.2"));
-    assert_eq!(item["CommandLine"], json!(""));
     assert_eq!(item["Direction"], json!("Out"));
     let extra = &item["ExtraDetails"];
-    assert_eq!(extra["Fd"], json!("3"));
-    assert_eq!(extra["Comm"], json!(""));
+    assert_eq!(extra.get("Fd"), None, "missing in one hit");
+    assert_eq!(extra.get("Comm"), None, "differs");
+    assert_eq!(extra[MERGED_FIELDS], json!("ProcessId,RemoteAddress"));
     assert_eq!(extra[HIT_COUNT], json!("3"));
     assert_eq!(extra[START_TIME_UTC], json!("2018-08-10T10:01:21.007Z"));
     assert_eq!(extra[END_TIME_UTC], json!("2018-08-10T10:01:30.007Z"));
@@ -308,16 +314,51 @@ fn aggregation_zeroes_what_differs() {
 }
 
 #[test]
+fn aggregated_process_terminate_has_no_false_ids() {
+    let exit = |pid: u32| ProcessTerminate {
+        executable: "/usr/bin/true".into(),
+        process_id: pid,
+        exit_status: 0,
+        extra_details: [
+            ("ThreadId".to_string(), pid.to_string()),
+            ("ParentProcessId".to_string(), (pid - 1).to_string()),
+            ("UserId".to_string(), "0".to_string()),
+        ]
+        .into(),
+    };
+    let mut agg = Aggregate::new(exit(100), t0());
+    agg.add(&exit(200), t0()).unwrap();
+    agg.add(&exit(300), t0()).unwrap();
+    let v = serde_json::to_value(agg.into_item()).unwrap();
+    let extra = &v["ExtraDetails"];
+    assert_eq!(extra.get("ThreadId"), None, "{v}");
+    assert_eq!(extra.get("ParentProcessId"), None, "{v}");
+    assert_eq!(extra["UserId"], "0", "the same in every hit: kept");
+    // ProcessId is required: 0 with its name in MergedFields.
+    assert_eq!(v["ProcessId"], 0);
+    assert_eq!(extra[MERGED_FIELDS], "ProcessId");
+    // Hits that agree name nothing as merged.
+    let mut same = Aggregate::new(exit(5), t0());
+    same.add(&exit(5), t0()).unwrap();
+    let v = serde_json::to_value(same.into_item()).unwrap();
+    assert_eq!(v["ProcessId"], 5);
+    assert_eq!(v["ExtraDetails"].get(MERGED_FIELDS), None);
+}
+
+#[test]
 fn merge_of_optional_and_numeric_text() {
     let mut a = Some("1000".to_string());
     assert!(a.merge(&Some("0".to_string())));
-    assert_eq!(a.as_deref(), Some("0"));
+    assert_eq!(a, None);
     let mut b: Option<u32> = Some(5);
     assert!(b.merge(&None));
     assert_eq!(b, None);
     let mut c = String::from("sshd");
     assert!(c.merge(&"sudo".to_string()));
     assert_eq!(c, "");
+    let mut d = String::from("1000");
+    assert!(d.merge(&"0".to_string()));
+    assert_eq!(d, "0");
 }
 
 #[test]

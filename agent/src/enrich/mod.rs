@@ -120,6 +120,24 @@ impl ProcessTable {
                     ev.exe = info.exe.as_deref().map(str::to_owned);
                 }
             }
+            Body::Accept(s) if s.remote_addr.is_none() && s.result >= 0 => {
+                // accept(fd, NULL, NULL): the kernel saw no peer address.
+                // The socket still exists (or its fd was reused: the local
+                // end must agree).
+                if let Some((local, remote)) = proc::socket_ends(&self.proc_root, ev.pid, s.fd) {
+                    if s.local_port.is_none_or(|p| p == local.port()) {
+                        s.family = if remote.is_ipv6() { "ipv6" } else { "ipv4" };
+                        s.local_addr = Some(local.ip());
+                        s.local_port = Some(local.port());
+                        s.remote_addr = Some(remote.ip());
+                        s.remote_port = Some(remote.port());
+                    }
+                }
+                if let Some(info) = self.lookup_or_proc(ev.pid) {
+                    ev.ppid = Some(info.ppid);
+                    ev.exe = info.exe.as_deref().map(str::to_owned);
+                }
+            }
             _ => {
                 if let Some(info) = self.lookup_or_proc(ev.pid) {
                     ev.ppid = Some(info.ppid);
@@ -174,6 +192,7 @@ mod tests {
                 execveat: false,
                 entry_missing: false,
                 args_unreadable: false,
+                path_misses: 0,
             }),
         );
         t.apply(&mut exec);

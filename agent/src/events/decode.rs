@@ -200,6 +200,7 @@ fn decode_exec(buf: &[u8]) -> Result<Exec, DecodeError> {
         execveat: flags & exec_flags::EXECVEAT != 0,
         entry_missing: flags & exec_flags::ENTRY_MISSING != 0,
         args_unreadable: flags & exec_flags::ARGS_UNREADABLE != 0,
+        path_misses: 0,
     })
 }
 
@@ -215,14 +216,27 @@ fn decode_sock(buf: &[u8], connect: bool) -> Result<Sock, DecodeError> {
     let r: SockRecord = read(buf, raw_kind(buf).unwrap_or(0))?;
     let local = r.flags & sock_flags::LOCAL_KNOWN != 0;
     let remote = r.flags & sock_flags::REMOTE_KNOWN != 0;
-    let status = if !connect || r.ret == 0 {
-        "success"
+    // The outcome of an in_progress connect (sock_flags::OUTCOME): `ret` is
+    // still the syscall's EINPROGRESS; the flags say how it ended.
+    let outcome = connect && r.flags & sock_flags::OUTCOME != 0;
+    let (status, error) = if outcome {
+        if r.flags & sock_flags::ESTABLISHED != 0 {
+            ("success", None)
+        } else if r.flags & sock_flags::RESET != 0 {
+            ("refused", Some("ECONNREFUSED"))
+        } else {
+            // Timed out, unreachable, or closed by the application before
+            // the end of the handshake: the tracepoints do not say which.
+            ("failed", None)
+        }
+    } else if !connect || r.ret == 0 {
+        ("success", None)
     } else if r.ret == -115 {
-        "in_progress"
+        ("in_progress", error_of(r.ret))
     } else if r.ret == -111 {
-        "refused"
+        ("refused", error_of(r.ret))
     } else {
-        "failed"
+        ("failed", error_of(r.ret))
     };
     Ok(Sock {
         protocol: match r.protocol {
@@ -232,14 +246,16 @@ fn decode_sock(buf: &[u8], connect: bool) -> Result<Sock, DecodeError> {
         },
         family: if r.family == 10 { "ipv6" } else { "ipv4" },
         local_addr: local.then(|| ip(r.family, r.laddr)),
-        // A TCP connect learns its address before the kernel picks its port.
+        // A TCP connect learns its address before the kernel picks its port
+        // (known once the socket leaves SYN_SENT).
         local_port: (local && r.lport != 0).then_some(r.lport),
         remote_addr: remote.then(|| ip(r.family, r.raddr)),
         remote_port: remote.then_some(r.rport),
         fd: r.fd,
         result: r.ret,
         status,
-        error: if connect { error_of(r.ret) } else { None },
+        error,
+        async_outcome: outcome,
     })
 }
 
@@ -392,6 +408,44 @@ mod tests {
         assert_eq!(l.pam_error, "PAM_AUTH_ERR");
         assert!(l.user.starts_with("\\xc3"));
         assert_eq!(l.rhost, None);
+    }
+
+    #[test]
+    fn connect_outcome_records_decode_to_the_final_status() {
+        let clock = Clock::with_offset(0);
+        let mut rec = SockRecord {
+            hdr: header(kind::CONNECT),
+            ret: -115,
+            fd: 3,
+            flags: sock_flags::REMOTE_KNOWN | sock_flags::LOCAL_KNOWN | sock_flags::TCP_CONFIRMED,
+            family: 2,
+            protocol: 6,
+            lport: 0,
+            rport: 80,
+            laddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            raddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let sock = |rec: &SockRecord| match decode(&bytes_of(rec), &clock).unwrap().body {
+            Body::Connect(s) => s,
+            _ => panic!(),
+        };
+        let s = sock(&rec);
+        assert_eq!(
+            (s.status, s.error, s.async_outcome, s.local_port),
+            ("in_progress", Some("EINPROGRESS"), false, None)
+        );
+        rec.lport = 40000;
+        for (flags, status, error) in [
+            (sock_flags::ESTABLISHED, "success", None),
+            (sock_flags::RESET, "refused", Some("ECONNREFUSED")),
+            (0, "failed", None),
+        ] {
+            let mut r = rec;
+            r.flags |= sock_flags::OUTCOME | flags;
+            let s = sock(&r);
+            assert_eq!((s.status, s.error, s.async_outcome), (status, error, true));
+            assert_eq!((s.result, s.local_port), (-115, Some(40000)));
+        }
     }
 
     #[test]

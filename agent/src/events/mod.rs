@@ -181,6 +181,14 @@ pub struct Exec {
     pub entry_missing: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub args_unreadable: bool,
+    /// Failed (ENOENT) execs of the same process just before this one,
+    /// folded into it: a shell's PATH search (`--exec-misses fold`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub path_misses: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -217,11 +225,19 @@ pub struct Sock {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
+    /// connect: this event is the outcome (`status` success, refused or
+    /// failed) of the earlier `in_progress` connect of the same process, fd
+    /// and addresses (a non-blocking connect); `result` stays the syscall's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub async_outcome: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Login {
     pub service: String,
+    /// The PAM user (who logs in). In JSON `login_user`: the header's `user`
+    /// is the name of the process's uid (root for sshd), a different thing.
+    #[serde(rename = "login_user")]
     pub user: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rhost: Option<String>,
@@ -259,4 +275,179 @@ pub struct Caps {
     pub effective: String,
     pub permitted: String,
     pub inheritable: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JSON value whose objects are checked for repeated keys while parsing
+    /// (serde_json's `Value` keeps the last of two equal keys silently).
+    struct NoDuplicates;
+
+    impl<'de> serde::de::DeserializeSeed<'de> for NoDuplicates {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> serde::de::Visitor<'de> for NoDuplicates {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(NoDuplicates)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut keys: Vec<(String, ())> = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if keys.iter().any(|(k, _)| *k == key) {
+                    return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+                }
+                map.next_value_seed(NoDuplicates)?;
+                keys.push((key, ()));
+            }
+            Ok(())
+        }
+    }
+
+    fn event(body: Body) -> Event {
+        Event {
+            time: Default::default(),
+            ktime_ns: 1,
+            pid: 10,
+            tid: 11,
+            ppid: Some(1),
+            uid: 0,
+            gid: 0,
+            user: Some("root".into()),
+            comm: "sshd".into(),
+            exe: Some("/usr/sbin/sshd".into()),
+            body,
+        }
+    }
+
+    /// One event of `kind` with every optional field set, so each key its
+    /// JSON can have appears.
+    fn full_event(kind: Kind) -> Event {
+        let sock = Sock {
+            protocol: "tcp",
+            family: "ipv4",
+            local_addr: Some("127.0.0.1".parse().unwrap()),
+            local_port: Some(40000),
+            remote_addr: Some("10.0.0.1".parse().unwrap()),
+            remote_port: Some(22),
+            fd: 3,
+            result: -111,
+            status: "refused",
+            error: Some("ECONNREFUSED"),
+            async_outcome: true,
+        };
+        let body = match kind {
+            Kind::Exec => Body::Exec(Exec {
+                filename: "/bin/true".into(),
+                argv: vec!["true".into()],
+                args_truncated: true,
+                filename_truncated: true,
+                result: -13,
+                success: false,
+                error: Some("EACCES"),
+                parent_exe: Some("/bin/sh".into()),
+                execveat: true,
+                entry_missing: true,
+                args_unreadable: true,
+                path_misses: 3,
+            }),
+            Kind::Exit => Body::Exit(Exit { exit_code: Some(1), signal: Some(9) }),
+            Kind::Fork => Body::Fork(Fork { child_pid: 12 }),
+            Kind::Connect => Body::Connect(sock),
+            Kind::Accept => Body::Accept(sock),
+            Kind::Listen => Body::Listen(sock),
+            Kind::Bind => Body::Bind(sock),
+            Kind::Login => Body::Login(Login {
+                service: "sshd".into(),
+                user: "alice".into(),
+                rhost: Some("10.0.0.9".into()),
+                tty: Some("ssh".into()),
+                step: "authenticate",
+                result: "failure",
+                pam_code: 7,
+                pam_error: "PAM_AUTH_ERR",
+            }),
+            Kind::Privilege => Body::Privilege(Privilege {
+                call: "capset",
+                args: vec![None, Some(0)],
+                old_uid: 1000,
+                old_gid: 1000,
+                new_uid: 0,
+                new_gid: 0,
+                result: -1,
+                success: false,
+                error: Some("EPERM"),
+                caps: Some(Caps {
+                    effective: "0x1".into(),
+                    permitted: "0x1".into(),
+                    inheritable: "0x0".into(),
+                }),
+            }),
+            Kind::Alert => {
+                let alert = crate::detect::Alert {
+                    rule: "test-rule".into(),
+                    title: "Test".into(),
+                    severity: crate::detect::Severity::High,
+                    source: "builtin",
+                    tags: vec!["attack.t1110".into()].into(),
+                    description: "d".into(),
+                    remediation: "r".into(),
+                    details: [("failures", "6".to_string())].into(),
+                    event: Box::new(full_event(Kind::Login)),
+                };
+                return alert.into_event();
+            }
+        };
+        event(body)
+    }
+
+    #[test]
+    fn no_event_kind_has_a_duplicate_json_key() {
+        for kind in Kind::EVENTS {
+            let ev = full_event(kind);
+            assert_eq!(ev.kind(), kind);
+            let json = serde_json::to_string(&ev).unwrap();
+            let mut de = serde_json::Deserializer::from_str(&json);
+            serde::de::DeserializeSeed::deserialize(NoDuplicates, &mut de)
+                .unwrap_or_else(|e| panic!("{}: {e}: {json}", kind.name()));
+        }
+        // The checker itself catches a repeated key.
+        let mut de = serde_json::Deserializer::from_str(r#"{"a":1,"b":{"user":1,"user":2}}"#);
+        assert!(serde::de::DeserializeSeed::deserialize(NoDuplicates, &mut de).is_err());
+    }
+
+    #[test]
+    fn login_names_the_pam_user_apart_from_the_process_user() {
+        let json = serde_json::to_value(full_event(Kind::Login)).unwrap();
+        assert_eq!(json["user"], "root");
+        assert_eq!(json["login_user"], "alice");
+    }
 }

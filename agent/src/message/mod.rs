@@ -83,6 +83,14 @@ pub mod keys {
     pub const CAP_EFFECTIVE: &str = "CapEffective";
     pub const CAP_PERMITTED: &str = "CapPermitted";
     pub const CAP_INHERITABLE: &str = "CapInheritable";
+    /// exec: failed (ENOENT) execs of the PATH search folded into this one.
+    pub const PATH_MISSES: &str = "PathMisses";
+    /// connect: the outcome of an earlier in_progress connect ("true").
+    pub const ASYNC_OUTCOME: &str = "AsyncOutcome";
+    /// The peer of the connection is unknown ("true"): the required
+    /// `RemoteAddress`/`RemotePort` then hold the unspecified address and 0,
+    /// which name no peer.
+    pub const REMOTE_UNKNOWN: &str = "RemoteUnknown";
     /// Alert: the kind of the event that triggered it ("exec", "login"...).
     /// The detector's own facts follow under their names in PascalCase
     /// (`failures` -> `Failures`).
@@ -171,6 +179,9 @@ fn process_create(ev: &Event, exec: &Exec) -> ProcessCreate {
     flag(&mut extra, keys::ARGS_UNREADABLE, exec.args_unreadable);
     flag(&mut extra, keys::EXECVEAT, exec.execveat);
     flag(&mut extra, keys::ENTRY_MISSING, exec.entry_missing);
+    if exec.path_misses > 0 {
+        set(&mut extra, keys::PATH_MISSES, exec.path_misses);
+    }
     ProcessCreate {
         executable,
         process_id: ev.pid,
@@ -232,6 +243,8 @@ fn connection_create(ev: &Event, sock: &Sock, direction: Direction) -> Connectio
         set(&mut extra, keys::ERROR, error);
     }
     set(&mut extra, keys::FD, sock.fd);
+    flag(&mut extra, keys::ASYNC_OUTCOME, sock.async_outcome);
+    flag(&mut extra, keys::REMOTE_UNKNOWN, sock.remote_addr.is_none());
     ConnectionCreate {
         remote_address: sock.remote_addr.map(canonical).unwrap_or(unspecified),
         remote_port: sock.remote_port.unwrap_or(0).to_string(),

@@ -34,6 +34,7 @@ pub(crate) fn exec_ok() -> Exec {
         execveat: false,
         entry_missing: false,
         args_unreadable: false,
+        path_misses: 0,
     }
 }
 
@@ -49,6 +50,7 @@ pub(crate) fn sock(remote: Option<IpAddr>) -> Sock {
         result: 0,
         status: "success",
         error: None,
+        async_outcome: false,
     }
 }
 

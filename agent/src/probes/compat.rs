@@ -89,8 +89,19 @@ pub fn table() -> Vec<ProbeSpec> {
             "inet_sock_set_state",
             "sock",
             CONNECT,
-            &[("newstate", 20), ("sport", 24), ("family", 28), ("saddr", 32), ("saddr_v6", 40)],
+            &[
+                ("skaddr", 8),
+                ("oldstate", 16),
+                ("newstate", 20),
+                ("sport", 24),
+                ("family", 28),
+                ("saddr", 32),
+                ("saddr_v6", 40),
+            ],
         ),
+        // Tells a refused non-blocking connect from one that timed out or was
+        // abandoned (Linux >= 4.16); without it both are "failed".
+        ProbeSpec { optional: true, ..tp("tcp_receive_reset", "tcp", CONNECT, &[("skaddr", 8)]) },
         tp("sys_enter_bind", "syscalls", BIND, &[("fd", 16), ("umyaddr", 24), ("addrlen", 32)]),
         tp("sys_exit_bind", "syscalls", BIND, RET),
         tp("sys_enter_listen", "syscalls", LISTEN, &[("fd", 16)]),

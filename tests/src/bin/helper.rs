@@ -19,7 +19,12 @@
 //! - `setuid ID`, `setgid ID`, `setresuid R E S`, `setresgid R E S`: the raw
 //!   syscalls (`-1` = unchanged).
 //! - `connect-tcp ADDR PORT`, `connect-udp ADDR PORT`: one blocking connect.
+//! - `connect-tcp-nb ADDR PORT`: a non-blocking connect (curl's way): prints
+//!   its result, waits for the outcome (poll, SO_ERROR) and prints it.
 //! - `listen ADDR PORT`: bind, listen, print the port, accept one connection.
+//! - `listen-null ADDR PORT`: the same with accept(fd, NULL, NULL) (no peer
+//!   address for the kernel to read); keeps the connection until the peer
+//!   closes it.
 //! - `spawn-many N THREADS PROG ARG`: run `PROG ARG` N times over THREADS
 //!   threads, waiting for each.
 
@@ -135,7 +140,9 @@ fn main() {
             }
             "connect-tcp" => connect(libc::SOCK_STREAM, addr(&mut args)),
             "connect-udp" => connect(libc::SOCK_DGRAM, addr(&mut args)),
-            "listen" => listen(addr(&mut args)),
+            "connect-tcp-nb" => connect_nonblocking(addr(&mut args)),
+            "listen" => listen(addr(&mut args), false),
+            "listen-null" => listen(addr(&mut args), true),
             "spawn-many" => {
                 let n: u64 = args.num("count");
                 let threads: u64 = args.num("threads");
@@ -327,7 +334,36 @@ fn connect(ty: i32, sa: SocketAddr) {
     unsafe { libc::close(fd) };
 }
 
-fn listen(sa: SocketAddr) {
+fn connect_nonblocking(sa: SocketAddr) {
+    let fd = socket_for(sa, libc::SOCK_STREAM | libc::SOCK_NONBLOCK);
+    let (ss, len) = raw_sockaddr(sa);
+    // SAFETY: ss holds a valid sockaddr of `len` bytes.
+    let r = unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) };
+    let e = if r < 0 { errno() } else { 0 };
+    say(&format!("connect fd={fd} ret={r} errno={e}"));
+    let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one pollfd we own.
+    unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    let mut err: libc::c_int = 0;
+    let mut elen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes a c_int into `err`.
+    unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut elen,
+        )
+    };
+    let local = local_of(fd);
+    let (lip, lport) = local.map(|l| (l.ip().to_string(), l.port())).unwrap_or_else(|| ("none".into(), 0));
+    say(&format!("outcome so_error={err} local_addr={lip} local_port={lport}"));
+    // SAFETY: closes the socket we opened.
+    unsafe { libc::close(fd) };
+}
+
+fn listen(sa: SocketAddr, null_peer: bool) {
     let fd = socket_for(sa, libc::SOCK_STREAM);
     let one: libc::c_int = 1;
     // SAFETY: setsockopt with a c_int value; bind/listen on our socket.
@@ -349,6 +385,23 @@ fn listen(sa: SocketAddr) {
     }
     let port = local_of(fd).map(|l| l.port()).unwrap_or(0);
     say(&format!("listen fd={fd} port={port}"));
+    if null_peer {
+        // SAFETY: accept with no address buffer, as mosquitto does.
+        let c = unsafe { libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()) };
+        if c < 0 {
+            die(&format!("accept: errno {}", errno()));
+        }
+        say(&format!("accept fd={c}"));
+        // Until the peer closes: the socket stays for the agent to look up.
+        let mut buf = [0u8; 64];
+        // SAFETY: reads into a buffer we own, then closes our sockets.
+        unsafe {
+            while libc::read(c, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+            libc::close(c);
+            libc::close(fd);
+        }
+        return;
+    }
     // SAFETY: accept writes the peer's address into storage we own.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
