@@ -17,9 +17,22 @@ use shrike_common::{LoginRecord, PamItems, kind, pam_step};
 
 use crate::{emit::emit, fill_header, is_agent};
 
+/// A live PAM handle: its items and the process that started it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Handle {
+    /// tgid that called pam_start: only its pam_end ends the handle. A
+    /// child forked with a copy of the handle may call pam_end on its copy
+    /// (su and login do, before they exec the shell) while the parent goes on
+    /// with close_session and setcred on the same pointer.
+    owner: u32,
+    _pad: u32,
+    items: PamItems,
+}
+
 /// Items per live PAM handle (pointer value), from pam_start to pam_end.
 #[map]
-static PAM_HANDLES: LruHashMap<u64, PamItems> = LruHashMap::with_max_entries(4096, 0);
+static PAM_HANDLES: LruHashMap<u64, Handle> = LruHashMap::with_max_entries(4096, 0);
 
 /// Arguments saved at a function's entry for its return probe, keyed by
 /// `tid | function << 32` (pam_get_user runs inside pam_authenticate).
@@ -30,7 +43,7 @@ static PAM_ARGS: LruHashMap<u64, [u64; 3]> = LruHashMap::with_max_entries(4096, 
 static PAM_SCRATCH: PerCpuArray<LoginRecord> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
-static ITEMS_SCRATCH: PerCpuArray<PamItems> = PerCpuArray::with_max_entries(1, 0);
+static ITEMS_SCRATCH: PerCpuArray<Handle> = PerCpuArray::with_max_entries(1, 0);
 
 const FN_START: u64 = 1;
 const FN_GET_USER: u64 = 2;
@@ -100,13 +113,14 @@ pub fn pam_start_ret(ctx: RetProbeContext) -> u32 {
     if r != 0 || pamh == 0 {
         return 0;
     }
-    let Some(items) = ITEMS_SCRATCH.get_ptr_mut(0) else { return 0 };
-    let items = unsafe { &mut *items };
-    read_str(&mut items.service, a[0]);
-    read_str(&mut items.user, a[1]);
-    items.rhost[0] = 0;
-    items.tty[0] = 0;
-    let _ = PAM_HANDLES.insert(pamh, items, 0);
+    let Some(h) = ITEMS_SCRATCH.get_ptr_mut(0) else { return 0 };
+    let h = unsafe { &mut *h };
+    h.owner = (bpf_get_current_pid_tgid() >> 32) as u32;
+    read_str(&mut h.items.service, a[0]);
+    read_str(&mut h.items.user, a[1]);
+    h.items.rhost[0] = 0;
+    h.items.tty[0] = 0;
+    let _ = PAM_HANDLES.insert(pamh, h, 0);
     0
 }
 
@@ -119,8 +133,8 @@ pub fn pam_set_item(ctx: ProbeContext) -> u32 {
     let pamh = ctx.arg::<u64>(0).unwrap_or(0);
     let item_type = ctx.arg::<u64>(1).unwrap_or(0) as u32 as u64;
     let item = ctx.arg::<u64>(2).unwrap_or(0);
-    let Some(items) = PAM_HANDLES.get_ptr_mut(pamh) else { return 0 };
-    let items = unsafe { &mut *items };
+    let Some(h) = PAM_HANDLES.get_ptr_mut(pamh) else { return 0 };
+    let items = unsafe { &mut (*h).items };
     match item_type {
         PAM_SERVICE => read_str(&mut items.service, item),
         PAM_USER => read_str(&mut items.user, item),
@@ -154,8 +168,8 @@ pub fn pam_get_user_ret(ctx: RetProbeContext) -> u32 {
     if r != 0 {
         return 0;
     }
-    if let Some(items) = PAM_HANDLES.get_ptr_mut(a[0]) {
-        read_str(unsafe { &mut (*items).user }, user);
+    if let Some(h) = PAM_HANDLES.get_ptr_mut(a[0]) {
+        read_str(unsafe { &mut (*h).items.user }, user);
     }
     0
 }
@@ -164,7 +178,12 @@ pub fn pam_get_user_ret(ctx: RetProbeContext) -> u32 {
 #[uprobe]
 pub fn pam_end(ctx: ProbeContext) -> u32 {
     let pamh = ctx.arg::<u64>(0).unwrap_or(0);
-    let _ = PAM_HANDLES.remove(pamh);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(h) = PAM_HANDLES.get_ptr(pamh) {
+        if unsafe { (*h).owner } == tgid {
+            let _ = PAM_HANDLES.remove(pamh);
+        }
+    }
     0
 }
 
@@ -190,11 +209,11 @@ fn step_exit(ctx: &RetProbeContext) -> u32 {
     rec.result = ctx.ret::<i64>() as i32;
     match PAM_HANDLES.get_ptr(a[0]) {
         // A helper copy: a struct assignment would go through the small stack.
-        Some(items) => unsafe {
+        Some(h) => unsafe {
             bpf_probe_read_kernel(
                 &mut rec.items as *mut PamItems as *mut c_void,
                 core::mem::size_of::<PamItems>() as u32,
-                items as *const c_void,
+                &(*h).items as *const PamItems as *const c_void,
             );
         },
         None => {

@@ -244,10 +244,25 @@ fn sshd_password_login_success_and_failure() {
     assert_ne!(bad["pid"], ok["pid"], "each connection has its own process");
 
     // The successful session went on through account and session management.
-    agent.wait_for("the session's close", |e| {
+    let close = agent.wait_for("the session's close", |e| {
         shrike_tests::is(e, "login", session) && e["step"] == "close_session"
     });
     let events = agent.events();
+    // The steps after the session's end name the service and the user the
+    // session was opened with, like the steps before it.
+    let after: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            shrike_tests::is(e, "login", session) && e["ktime_ns"].as_u64() >= close["ktime_ns"].as_u64()
+        })
+        .collect();
+    assert!(after.iter().any(|e| e["step"] == "setcred"), "no setcred after close_session: {after:?}");
+    for e in &after {
+        assert!(matches!(e["step"].as_str(), Some("setcred" | "close_session")), "{e}");
+        assert_eq!(e["service"], "sshd", "{e}");
+        assert_eq!(e["login_user"], user.name.as_str(), "{e}");
+        assert_eq!(e["rhost"], "127.0.0.1", "{e}");
+    }
     let got: Vec<String> = of(&events, "login", session)
         .iter()
         .filter(|e| e["result"] == "success")
@@ -258,4 +273,39 @@ fn sshd_password_login_success_and_failure() {
     }
     let stats = agent.stop();
     assert_eq!(stats.lost("login"), 0, "{:?}", stats.0);
+}
+
+/// `su` forks the shell's process, which calls pam_end on its copy of the
+/// handle before it execs; the parent then closes the session with the same
+/// handle: close_session and setcred still name the service and the user.
+#[test]
+fn su_session_close_keeps_service_and_user() {
+    if !shrike_tests::require_root() {
+        return;
+    }
+    require_program("/usr/bin/su", "util-linux");
+    let agent = Agent::start(&["--kinds", "login"]);
+    // Root needs no password (pam_rootok).
+    let mut child = Command::new("/usr/bin/su")
+        .args(["-s", "/bin/sh", "nobody", "-c", "true"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("running su");
+    let pid = child.id();
+    assert!(child.wait().expect("su").success());
+    let events = settle(&agent, pid, 6);
+    let got = steps(&events, pid);
+    for want in ["open_session", "close_session", "setcred"] {
+        assert!(got.iter().any(|(s, ..)| s == want), "no {want}: {got:?}");
+    }
+    for ev in of(&events, "login", pid) {
+        assert_eq!(ev["service"], "su", "{ev}");
+        assert_eq!(ev["login_user"], "nobody", "{ev}");
+        assert_eq!(ev["result"], "success", "{ev}");
+    }
+    let close = of(&events, "login", pid).into_iter().position(|e| e["step"] == "close_session");
+    let setcred_after =
+        of(&events, "login", pid).into_iter().skip(close.unwrap_or(0)).any(|e| e["step"] == "setcred");
+    assert!(setcred_after, "no setcred after close_session: {got:?}");
+    agent.stop();
 }
