@@ -17,8 +17,8 @@ pub const RULE: Rule = Rule {
     description: "The ports listening when Shrike started (TCP, IPv4 and IPv6, from /proc/net/tcp{,6}) are the \
         baseline; a listen() on any other port raises one alert per port (a port that closes and listens again \
         does not alert twice). The port is the one bound by bind(), or, for a socket bound elsewhere (autobind, \
-        inherited), read from /proc/PID/fd. Not seen: UDP services (no listen call), sockets listening in another \
-        network namespace than the agent's are compared against the agent's baseline.",
+        inherited), read from /proc/PID/fd. Not seen: UDP services (no listen call); a listener in another network \
+        namespace (a container) is compared with the agent's namespace's baseline.",
     remediation: "Identify the process (pid, exe, its parent) and whether the service is expected on this \
         device. If not, kill it, find what started it (a cron entry, a systemd unit, a dropped binary) and block \
         the port in the firewall.",

@@ -1,0 +1,75 @@
+//! `detect-helper`: what the detection tests (tests/tests/detect.rs) need a
+//! process to do, beyond `shrike-test-helper`'s single syscalls. Each
+//! operation prints `op key=value ...` lines (flushed) the tests parse.
+//!
+//! - `serve-exec ADDR PORT PROG [ARGS...]`: listen on ADDR:PORT (0: any
+//!   port), print `listen port=P`, accept one connection, print `accept
+//!   peer=ADDR:PORT`, then run PROG ARGS as a child (a network service
+//!   starting a program), print `spawned pid=N status=S`.
+//! - `connect-exec ADDR PORT PROG [ARGS...]`: connect to ADDR:PORT, print
+//!   `connected local=ADDR:PORT`, make the socket stdin and stdout, and exec
+//!   PROG ARGS in this process (a reverse shell's shape).
+
+use std::{
+    io::Write,
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    process::Command,
+};
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("detect-helper: {msg}");
+    std::process::exit(99);
+}
+
+fn addr(args: &[String]) -> SocketAddr {
+    let (Some(ip), Some(port)) = (args.first(), args.get(1)) else { die("ADDR PORT expected") };
+    format!("{ip}:{port}").parse().unwrap_or_else(|e| die(&format!("bad address {ip}:{port}: {e}")))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(op) = args.first() else { die("an operation expected") };
+    let rest = &args[1..];
+    let prog = rest.get(2).unwrap_or_else(|| die("PROG expected"));
+    let prog_args = &rest[3..];
+    match op.as_str() {
+        "serve-exec" => {
+            let l = TcpListener::bind(addr(rest)).unwrap_or_else(|e| die(&format!("bind: {e}")));
+            say(&format!("listen port={}", l.local_addr().map(|a| a.port()).unwrap_or(0)));
+            let (conn, peer) = l.accept().unwrap_or_else(|e| die(&format!("accept: {e}")));
+            say(&format!("accept peer={peer}"));
+            let mut child = Command::new(prog)
+                .args(prog_args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| die(&format!("spawn {prog}: {e}")));
+            let pid = child.id();
+            let status = child.wait().unwrap_or_else(|e| die(&format!("wait: {e}")));
+            say(&format!("spawned pid={pid} status={}", status.code().unwrap_or(-1)));
+            drop(conn);
+        }
+        "connect-exec" => {
+            let s = TcpStream::connect(addr(rest)).unwrap_or_else(|e| die(&format!("connect: {e}")));
+            let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            say(&format!("connected local={local}"));
+            let fd = s.as_raw_fd();
+            // SAFETY: dup2 onto stdin/stdout of a socket we own; exec follows.
+            unsafe {
+                if libc::dup2(fd, 0) < 0 || libc::dup2(fd, 1) < 0 {
+                    die("dup2 failed");
+                }
+            }
+            let e = Command::new(prog).args(prog_args).exec();
+            die(&format!("exec {prog}: {e}"));
+        }
+        other => die(&format!("unknown operation {other:?}")),
+    }
+}
