@@ -119,6 +119,19 @@ fn exec_from_tmp() {
     assert_no_alert(&agent, "exec-from-tmp", "a binary outside /tmp", exec_of(pid, &fine), |e| {
         e["pid"] == pid
     });
+
+    // Fileless: sleep copied into a memfd and run with fexecve. The exec's
+    // filename is empty; the executable (/proc/PID/exe, read while the
+    // process sleeps) names the memfd.
+    let mut h = Helper::spawn(Command::new(DETECT_HELPER).args(["memfd-exec", "/usr/bin/sleep", "1"]));
+    assert_eq!(h.line().op, "memfd");
+    let pid = h.pid();
+    let a = wait_alert(&agent, "exec-from-tmp", "the memfd exec", |e| {
+        is(e, "exec", pid) && e["execveat"] == true
+    });
+    assert_eq!(a["event"]["exe"], "/memfd:shrike-test (deleted)", "{a}");
+    assert_eq!(a["details"]["reason"], "memfd", "{a}");
+    assert!(h.wait().success());
     agent.stop();
 }
 

@@ -9,6 +9,9 @@
 //! - `connect-exec ADDR PORT PROG [ARGS...]`: connect to ADDR:PORT, print
 //!   `connected local=ADDR:PORT`, make the socket stdin and stdout, and exec
 //!   PROG ARGS in this process (a reverse shell's shape).
+//! - `memfd-exec PROG [ARGS...]`: copy PROG into a memfd named
+//!   `shrike-test`, print `memfd fd=N`, and fexecve it (execveat(fd, "",
+//!   AT_EMPTY_PATH)): fileless execution.
 
 use std::{
     io::Write,
@@ -37,6 +40,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(op) = args.first() else { die("an operation expected") };
     let rest = &args[1..];
+    if op == "memfd-exec" {
+        let prog = rest.first().unwrap_or_else(|| die("PROG expected"));
+        memfd_exec(prog, &rest[1..]);
+    }
     let prog = rest.get(2).unwrap_or_else(|| die("PROG expected"));
     let prog_args = &rest[3..];
     match op.as_str() {
@@ -72,4 +79,29 @@ fn main() {
         }
         other => die(&format!("unknown operation {other:?}")),
     }
+}
+
+fn memfd_exec(prog: &str, args: &[String]) -> ! {
+    use std::{ffi::CString, os::fd::FromRawFd};
+    let bytes = std::fs::read(prog).unwrap_or_else(|e| die(&format!("read {prog}: {e}")));
+    // SAFETY: memfd_create with a NUL-terminated name; the fd is ours.
+    let fd = unsafe { libc::memfd_create(c"shrike-test".as_ptr(), 0) };
+    if fd < 0 {
+        die("memfd_create failed");
+    }
+    // SAFETY: fd was just created and is owned by this File from now on.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.write_all(&bytes).unwrap_or_else(|e| die(&format!("write memfd: {e}")));
+    say(&format!("memfd fd={fd}"));
+    let cs = |s: &str| CString::new(s).unwrap_or_else(|_| die("NUL in argument"));
+    let argv: Vec<CString> = std::iter::once(cs(prog)).chain(args.iter().map(|a| cs(a))).collect();
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    // SAFETY: a valid fd, an empty NUL-terminated path, NULL-terminated arrays
+    // that outlive the call (it only returns on failure).
+    unsafe {
+        libc::syscall(libc::SYS_execveat, fd, c"".as_ptr(), ptrs.as_ptr(), envp.as_ptr(), libc::AT_EMPTY_PATH)
+    };
+    die(&format!("execveat: {}", std::io::Error::last_os_error()));
 }
