@@ -131,6 +131,12 @@ pub struct ProbeArgs {
     /// Where the host's /proc is (a container mounts it elsewhere).
     #[arg(long, default_value = "/proc")]
     pub proc_root: PathBuf,
+    /// Failed (ENOENT) execs of a PATH search: `fold` counts them into the
+    /// exec of the same program that follows (`path_misses`), and reports
+    /// one that nothing follows; `report` reports each [default: fold;
+    /// `exec_misses` in the config file].
+    #[arg(long, value_enum, value_name = "fold|report")]
+    pub exec_misses: Option<crate::enrich::exec_misses::ExecMisses>,
 }
 
 /// Detection (`[detect]` in the config file; these flags override it).

@@ -168,6 +168,8 @@ pub struct FileConfig {
     pub aggregation: Option<BTreeMap<String, String>>,
     /// Detection: rules, built-in detectors and their tuning.
     pub detect: Option<crate::detect::config::FileDetect>,
+    /// "fold" or "report": failed PATH-search execs (`--exec-misses`).
+    pub exec_misses: Option<crate::enrich::exec_misses::ExecMisses>,
 }
 
 impl FileConfig {

@@ -105,7 +105,8 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
     let attached = probes.status.iter().filter(|s| s.attached).count();
     let skipped: Vec<_> = probes.status.iter().filter(|s| !s.attached).map(|s| s.program).collect();
 
-    let mut sink = output::JsonLines::new(std::io::stdout(), wanted, &args.probe.proc_root, detect);
+    let mut sink = output::JsonLines::new(std::io::stdout(), wanted, &args.probe.proc_root, detect)
+        .exec_misses(args.probe.exec_misses.unwrap_or_default());
     tracing::info!(
         transport = ?probes.transport,
         attached,
@@ -138,7 +139,7 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
                     break Ok(());
                 }
             }
-            _ = detect_tick.tick(), if !sink.detect().is_empty() => {
+            _ = detect_tick.tick(), if !sink.detect().is_empty() || sink.holds_misses() => {
                 if let Err(e) = sink.tick(chrono::Utc::now()).and_then(|()| sink.flush()) {
                     break if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.into()) };
                 }
@@ -182,6 +183,7 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let _ = sink.finish();
     let _ = sink.flush();
 
     let summary = output::Summary {

@@ -10,7 +10,11 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     detect::Detect,
-    enrich::{ProcessTable, users::Users},
+    enrich::{
+        ProcessTable,
+        exec_misses::{ExecMisses, MissFolder},
+        users::Users,
+    },
     events::{Event, Kind},
     probes::Transport,
 };
@@ -39,6 +43,10 @@ pub struct JsonLines<W: Write> {
     out: BufWriter<W>,
     kinds: BTreeSet<Kind>,
     procs: ProcessTable,
+    /// Failed PATH-search execs folded into the exec that follows them.
+    misses: MissFolder,
+    /// Events the folding stage let through, for the event at hand.
+    ready: Vec<Event>,
     users: Users,
     detect: Detect,
     alerts: Vec<Event>,
@@ -54,6 +62,8 @@ impl<W: Write> JsonLines<W> {
             out: BufWriter::with_capacity(1 << 16, out),
             kinds,
             procs,
+            misses: MissFolder::new(ExecMisses::default()),
+            ready: Vec::new(),
             users: Users::new("/etc/passwd"),
             detect,
             alerts: Vec::new(),
@@ -70,28 +80,66 @@ impl<W: Write> JsonLines<W> {
         &self.detect
     }
 
+    /// The policy for failed PATH-search execs (default: fold).
+    pub fn exec_misses(mut self, policy: ExecMisses) -> Self {
+        self.misses = MissFolder::new(policy);
+        self
+    }
+
     pub fn write_batch(&mut self, batch: Vec<Event>) -> std::io::Result<()> {
+        let mut ready = std::mem::take(&mut self.ready);
         for mut ev in batch {
             self.procs.apply(&mut ev);
-            let print = self.kinds.contains(&ev.kind());
-            if !print && self.detect.is_empty() {
-                continue;
+            self.misses.push(ev, &mut ready);
+            for ev in ready.drain(..) {
+                self.emit(ev)?;
             }
-            // Before detection: an alert carries its event as printed.
-            ev.user = self.users.name(ev.uid);
-            self.detect.process(&ev, &mut self.alerts);
-            if print {
-                self.write(&ev)?;
-            }
-            self.write_alerts()?;
         }
+        self.ready = ready;
         Ok(())
     }
 
-    /// Detection's periodic call (windows that close without an event).
+    /// One enriched event: detection, then the line if its kind is printed.
+    fn emit(&mut self, mut ev: Event) -> std::io::Result<()> {
+        let print = self.kinds.contains(&ev.kind());
+        if !print && self.detect.is_empty() {
+            return Ok(());
+        }
+        // Before detection: an alert carries its event as printed.
+        ev.user = self.users.name(ev.uid);
+        self.detect.process(&ev, &mut self.alerts);
+        if print {
+            self.write(&ev)?;
+        }
+        self.write_alerts()
+    }
+
+    /// Failed execs are held for a moment: the periodic call must run.
+    pub fn holds_misses(&self) -> bool {
+        self.misses.held() > 0
+    }
+
+    /// The periodic call: misses held long enough, detection's windows
+    /// that close without an event.
     pub fn tick(&mut self, now: DateTime<Utc>) -> std::io::Result<()> {
+        let mut ready = std::mem::take(&mut self.ready);
+        self.misses.expire(now, &mut ready);
+        for ev in ready.drain(..) {
+            self.emit(ev)?;
+        }
+        self.ready = ready;
         self.detect.tick(now, &mut self.alerts);
         self.write_alerts()
+    }
+
+    /// At exit: what is still held goes out.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        let mut ready = Vec::new();
+        self.misses.flush(&mut ready);
+        for ev in ready {
+            self.emit(ev)?;
+        }
+        Ok(())
     }
 
     fn write_alerts(&mut self) -> std::io::Result<()> {

@@ -15,7 +15,8 @@ shrike_tests::both_transports!(
     killed_by_signal,
     short_lived_children_keep_their_parent,
     exec_variants,
-    exec_from_a_thread
+    exec_from_a_thread,
+    path_search_misses
 );
 
 fn test_pid() -> u32 {
@@ -371,5 +372,53 @@ fn exec_from_a_thread(transport: &str) {
     let exits = of(&agent.events(), "exit", pid);
     assert_eq!(exits.len(), 1, "one process, one exit: {exits:#?}");
     assert_eq!((&exit["exit_code"], &exit["signal"]), (&json!(0), &Value::Null), "{exit}");
+    stop(agent, transport);
+}
+
+/// A shell's PATH search: the ENOENT execs before the one that runs are
+/// folded into it (`path_misses`) by default, reported one by one with
+/// `--exec-misses report`; a miss with no exec after it is still reported.
+fn path_search_misses(transport: &str) {
+    let search = |agent: &Agent, m: &str| -> (u32, Vec<Value>) {
+        let script = format!("PATH=/nonexistent1:/nonexistent2:/bin:/usr/bin exec true {m}");
+        let mut child = Command::new("/bin/sh").args(["-c", &script]).spawn().expect("sh");
+        let pid = child.id();
+        assert!(child.wait().expect("sh").success());
+        agent.wait_for("the exec of true", |e| is(e, "exec", pid) && e["argv"] == json!(["true", m]));
+        agent.wait_for("the shell's exit", |e| is(e, "exit", pid));
+        (pid, of(&agent.events(), "exec", pid))
+    };
+
+    let agent = start(transport, &[]);
+    let m = marker("pathsearch");
+    let (pid, execs) = search(&agent, &m);
+    let failed: Vec<&Value> = execs.iter().filter(|e| e["success"] == false).collect();
+    assert!(failed.is_empty(), "misses reported on their own: {failed:?}");
+    let ran = execs.iter().find(|e| e["argv"] == json!(["true", m])).expect("exec of true");
+    assert_eq!(ran["filename"], "/bin/true", "{ran}");
+    assert_eq!(ran["path_misses"], 2, "{ran}");
+    assert_eq!(ran["success"], true, "{ran}");
+    assert_eq!(execs.len(), 2, "the shell's exec and true's: {execs:?}");
+    assert_eq!(execs[0].get("path_misses"), None, "{:?}", execs[0]);
+    let _ = pid;
+
+    // A lone miss (nothing follows it) is reported, when the process exits.
+    let missing = format!("/nonexistent-{m}/prog");
+    let (pid, _, status) = run_helper(helper_bin!(), &["exec", &missing]);
+    assert_eq!(status.code(), Some(100));
+    let ev = agent.wait_for("the lone failed exec", |e| is(e, "exec", pid) && e["success"] == false);
+    assert_eq!(ev["filename"], missing.as_str(), "{ev}");
+    assert_eq!(ev["error"], "ENOENT", "{ev}");
+    assert_eq!(ev.get("path_misses"), None, "{ev}");
+    stop(agent, transport);
+
+    let agent = start(transport, &["--exec-misses", "report"]);
+    let m = marker("pathreport");
+    let (_, execs) = search(&agent, &m);
+    let failed: Vec<&str> =
+        execs.iter().filter(|e| e["error"] == "ENOENT").filter_map(|e| e["filename"].as_str()).collect();
+    assert_eq!(failed, vec!["/nonexistent1/true", "/nonexistent2/true"], "{execs:?}");
+    let ran = execs.iter().find(|e| e["success"] == true && e["argv"] == json!(["true", m])).expect("true");
+    assert_eq!(ran.get("path_misses"), None, "{ran}");
     stop(agent, transport);
 }

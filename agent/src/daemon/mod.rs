@@ -25,7 +25,7 @@ use crate::{
     cli::RunArgs,
     config::KindPriority,
     detect::Detect,
-    enrich::{ProcessTable, users::Users},
+    enrich::{ProcessTable, exec_misses::MissFolder, users::Users},
     events::Kind,
     probes,
     publish::spool::Priority,
@@ -70,19 +70,36 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut procs = ProcessTable::new(&args.probe.proc_root);
     procs.seed();
+    let mut misses = MissFolder::new(settings.exec_misses);
+    let mut ready = Vec::new();
     let mut users = Users::new("/etc/passwd");
     let mut attachable = probes::collected_kinds(&attach);
     attachable.insert(Kind::Alert);
     let mut pipe = Pipeline::new(settings, detect, attachable, id, sink);
     let mut reported = Health::default();
 
+    let mut misses_tick =
+        tokio::time::interval(crate::enrich::exec_misses::HOLD.to_std().unwrap_or_default());
+    misses_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome: anyhow::Result<()> = loop {
         let next_agg = pipe.next_aggregate();
         tokio::select! {
             batch = rx.recv() => {
                 let Some(batch) = batch else { break Err(anyhow::anyhow!("kernel readers stopped")) };
+                // The policy may have changed with a reload.
+                misses.set_policy(pipe.settings.exec_misses, &mut ready);
                 for mut ev in batch {
                     procs.apply(&mut ev);
+                    misses.push(ev, &mut ready);
+                    for mut ev in ready.drain(..) {
+                        pipe.handle(&mut ev, &mut users);
+                    }
+                }
+            }
+            // Failed execs wait for the exec that may follow them (enrich/exec_misses.rs).
+            _ = misses_tick.tick(), if misses.held() > 0 => {
+                misses.expire(chrono::Utc::now(), &mut ready);
+                for mut ev in ready.drain(..) {
                     pipe.handle(&mut ev, &mut users);
                 }
             }
@@ -123,8 +140,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     {
         for mut ev in batch {
             procs.apply(&mut ev);
-            pipe.handle(&mut ev, &mut users);
+            misses.push(ev, &mut ready);
+            for mut ev in ready.drain(..) {
+                pipe.handle(&mut ev, &mut users);
+            }
         }
+    }
+    misses.flush(&mut ready);
+    for mut ev in ready.drain(..) {
+        pipe.handle(&mut ev, &mut users);
     }
     pipe.flush_all();
     // A last attempt for messages held since a failed reload.

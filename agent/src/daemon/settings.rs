@@ -1,5 +1,6 @@
 //! Settings resolution: defaults, the config file and flags into `RunSettings`.
 
+use crate::enrich::exec_misses::ExecMisses;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
@@ -47,6 +48,8 @@ pub struct RunSettings {
     pub gzip: bool,
     /// The detection stage (`[detect]`).
     pub detect: DetectConfig,
+    /// Failed PATH-search execs: folded (default) or reported.
+    pub exec_misses: ExecMisses,
     pub dry_run: bool,
 }
 
@@ -187,6 +190,7 @@ impl RunSettings {
                 proc_root: args.probe.proc_root.clone(),
                 ..DetectConfig::resolve(file.detect.as_ref(), &args.detect)?
             },
+            exec_misses: args.probe.exec_misses.or(file.exec_misses).unwrap_or_default(),
             dry_run,
         })
     }
@@ -381,6 +385,28 @@ mod tests {
         assert!(s.collected().unwrap().is_empty());
         let s = RunSettings::resolve(&run_args(&[&["--dry-run", "--no-detect"], &off[..]].concat())).unwrap();
         assert!(s.collected().is_err());
+    }
+
+    /// `exec_misses`: fold by default, the file's key, the flag over it,
+    /// a bad value rejected.
+    #[test]
+    fn exec_misses_from_the_file_and_the_flag() {
+        use crate::enrich::exec_misses::ExecMisses;
+        let dir = std::env::temp_dir().join(format!("shrike-exec-misses-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("c.toml");
+        let cfg_s = cfg.to_str().unwrap();
+        assert_eq!(RunSettings::resolve(&run_args(&["--dry-run"])).unwrap().exec_misses, ExecMisses::Fold);
+        std::fs::write(&cfg, "exec_misses = \"report\"\n").unwrap();
+        let s = RunSettings::resolve(&run_args(&["--dry-run", "--config", cfg_s])).unwrap();
+        assert_eq!(s.exec_misses, ExecMisses::Report);
+        let s = RunSettings::resolve(&run_args(&["--dry-run", "--config", cfg_s, "--exec-misses", "fold"]))
+            .unwrap();
+        assert_eq!(s.exec_misses, ExecMisses::Fold);
+        std::fs::write(&cfg, "exec_misses = \"drop\"\n").unwrap();
+        let err = RunSettings::resolve(&run_args(&["--dry-run", "--config", cfg_s])).unwrap_err();
+        assert!(err.to_string().contains("exec_misses") || err.to_string().contains("drop"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

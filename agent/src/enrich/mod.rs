@@ -1,6 +1,7 @@
 //! Enrichment: parent pid and executables from a process table kept by the
 //! fork/exec/exit events themselves (seeded from /proc), and user names.
 
+pub mod exec_misses;
 pub mod proc;
 pub mod users;
 
