@@ -58,7 +58,9 @@ impl Detector for LoginBruteForce {
         let (n, window) = (self.failures.n, self.failures.window);
         for key in Key::of(l) {
             let t = self.failures.fail(key.clone(), ev.time, &l.service);
-            let (Some(&first), Some(&last)) = (t.times.front(), t.times.back()) else { continue };
+            // Min and max, not front and back: per-CPU buffers may hand
+            // events over slightly out of order.
+            let (Some(&first), Some(&last)) = (t.times.iter().min(), t.times.iter().max()) else { continue };
             if t.times.len() < n || last - first > window || t.quiet_until.is_some_and(|q| ev.time <= q) {
                 continue;
             }

@@ -27,7 +27,8 @@ pub const RULE: Rule = Rule {
         port or accepting a TCP connection, or found holding a listening TCP socket when Shrike started; its \
         children are followed through fork and exec events. Shells are sh, bash, dash, ash, zsh, ksh, csh, fish, \
         busybox sh, python, perl, ruby, php, lua, and nc/ncat/socat when told to run a program. Services that hand \
-        out shells by design (sshd, dropbear, telnetd, login, systemd, tmux) are not services here. Not seen: a \
+        out shells by design (sshd, dropbear, telnetd, login, systemd, tmux, web consoles such as cockpit and \
+        ttyd) are not services here. Not seen: a \
         service reached over UDP or a Unix socket, a service whose listening socket was handed over by another \
         process after start-up (systemd socket activation) until it accepts.",
     remediation: "Look at what the service was serving when the shell started (its logs, the accepted \
@@ -50,6 +51,13 @@ const SHELL_SERVERS: &[&str] = &[
     "tmux: server",
     "screen",
     "mosh-server",
+    // Web consoles and terminals: a shell is what they serve.
+    "cockpit-ws",
+    "cockpit-tls",
+    "cockpit-session",
+    "ttyd",
+    "shellinaboxd",
+    "gotty",
 ];
 
 /// Processes known as services: at most this many (the oldest forgotten).
