@@ -159,7 +159,12 @@ fn live_messages_are_valid_and_identical_execs_aggregate() {
         assert_eq!(item["ParentProcessId"], std::process::id(), "{item}");
         assert_eq!(item["ExtraDetails"]["Result"], "Success", "{item}");
         if hits(item) > 1 {
+            // Required by the schema: zeroed, and named as merged.
             assert_eq!(item["ProcessId"], 0, "differing pids are zeroed: {item}");
+            let merged = item["ExtraDetails"]["MergedFields"].as_str().unwrap_or_default();
+            assert!(merged.split(',').any(|f| f == "ProcessId"), "{item}");
+            // Optional: left out, never a false value.
+            assert_eq!(item["ExtraDetails"].get("ThreadId"), None, "{item}");
             for k in ["StartTimeUtc", "EndTimeUtc", "StartTimeLocal", "EndTimeLocal"] {
                 assert!(item["ExtraDetails"][k].is_string(), "{k} missing: {item}");
             }
