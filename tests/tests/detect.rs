@@ -67,9 +67,23 @@ fn exec_of(pid: u32, filename: &str) -> impl Fn(&Value) -> bool {
     move |e: &Value| is(e, "exec", pid) && e["filename"] == filename.as_str()
 }
 
-fn start() -> Agent {
-    Agent::start(&[])
+fn start(transport: &str) -> Agent {
+    Agent::start(&["--transport", transport])
 }
+
+// Each detector over both transports: per-CPU perf buffers may hand a
+// process's fork after its exec, which the stateful detectors must survive.
+shrike_tests::both_transports!(
+    exec_from_tmp,
+    shell_from_service,
+    login_brute_force_then_success,
+    user_account_change,
+    new_listener,
+    privilege_escalation,
+    reverse_shell,
+    crypto_miner,
+    agent_tampering,
+);
 
 /// Copies /usr/bin/true to `dir` as `name`, executable.
 fn copy_true(dir: &std::path::Path, name: &str) -> String {
@@ -95,12 +109,8 @@ impl Drop for Dir {
     }
 }
 
-#[test]
-fn exec_from_tmp() {
-    if !shrike_tests::require_root() {
-        return;
-    }
-    let agent = start();
+fn exec_from_tmp(transport: &str) {
+    let agent = start(transport);
     let tmp = Dir::new("/tmp", "xtmp");
     let staged = copy_true(&tmp.0, "payload");
     let (pid, _, st) = run_to_end(&mut Command::new(&staged));
@@ -135,12 +145,8 @@ fn exec_from_tmp() {
     agent.stop();
 }
 
-#[test]
-fn shell_from_service() {
-    if !shrike_tests::require_root() {
-        return;
-    }
-    let agent = start();
+fn shell_from_service(transport: &str) {
+    let agent = start(transport);
     // A server accepts a connection, then starts `sh -c true`.
     let mut server = Helper::spawn(Command::new(DETECT_HELPER).args([
         "serve-exec",
@@ -190,11 +196,7 @@ fn pamtester(user: &str, password: &str) -> (u32, bool) {
     (pid, child.wait().expect("pamtester").success())
 }
 
-#[test]
-fn login_brute_force_then_success() {
-    if !shrike_tests::require_root() {
-        return;
-    }
+fn login_brute_force_then_success(transport: &str) {
     require_program(PAMTESTER, "pamtester");
     let _service = InstalledFile::new(
         format!("/etc/pam.d/{PAM_SERVICE}"),
@@ -203,7 +205,7 @@ fn login_brute_force_then_success() {
          account required pam_unix.so\n",
     );
     let user = TestUser::create("shrike-bf-test", "Corr3ct-horse-pw");
-    let agent = start();
+    let agent = start(transport);
     let mut failed = Vec::new();
     for _ in 0..6 {
         let (pid, ok) = pamtester(&user.name, "wrong-password");
@@ -238,12 +240,8 @@ fn login_brute_force_then_success() {
     agent.stop();
 }
 
-#[test]
-fn user_account_change() {
-    if !shrike_tests::require_root() {
-        return;
-    }
-    let agent = start();
+fn user_account_change(transport: &str) {
+    let agent = start(transport);
     let user = TestUser::create("shrike-uac-test", "Some-pw-123");
     let is_tool = |tool: &'static str, name: String| {
         move |e: &Value| {
@@ -261,12 +259,8 @@ fn user_account_change() {
     agent.stop();
 }
 
-#[test]
-fn new_listener() {
-    if !shrike_tests::require_root() {
-        return;
-    }
-    let agent = start();
+fn new_listener(transport: &str) {
+    let agent = start(transport);
     let mut h = Helper::spawn(Command::new(helper_bin!()).args(["listen", "127.0.0.1", "0"]));
     let line = h.line();
     let port: u16 = line.num("port");
@@ -281,12 +275,8 @@ fn new_listener() {
     agent.stop();
 }
 
-#[test]
-fn privilege_escalation() {
-    if !shrike_tests::require_root() {
-        return;
-    }
-    let agent = start();
+fn privilege_escalation(transport: &str) {
+    let agent = start(transport);
     // Root drops to uid 1000 keeping saved uid 0, then takes 0 back.
     let (pid, lines, st) =
         run_helper(helper_bin!(), &["setresuid", "1000", "1000", "0", "setresuid", "0", "0", "0"]);
@@ -328,12 +318,8 @@ fn reverse_shell_to(agent: &Agent, listen_on: &str, connect_to: &str) -> Value {
     a
 }
 
-#[test]
-fn reverse_shell() {
-    if !shrike_tests::require_root() {
-        return;
-    }
-    let agent = start();
+fn reverse_shell(transport: &str) {
+    let agent = start(transport);
     let a = reverse_shell_to(&agent, "127.0.0.1", "127.0.0.1");
     assert_eq!(a["severity"], "high", "{a}");
     assert_eq!(a["details"]["signal"], "stdio_socket", "{a}");
@@ -367,12 +353,8 @@ fn global_ipv4() -> Option<String> {
     Some(word.split('/').next()?.to_owned())
 }
 
-#[test]
-fn crypto_miner() {
-    if !shrike_tests::require_root() {
-        return;
-    }
-    let agent = start();
+fn crypto_miner(transport: &str) {
+    let agent = start(transport);
     let (pid, _, st) =
         run_to_end(Command::new("/bin/true").args(["-o", "stratum+tcp://pool.invalid:3333", "-u", "x"]));
     assert!(st.success());
@@ -386,12 +368,8 @@ fn crypto_miner() {
     agent.stop();
 }
 
-#[test]
-fn agent_tampering() {
-    if !shrike_tests::require_root() {
-        return;
-    }
-    let agent = start();
+fn agent_tampering(transport: &str) {
+    let agent = start(transport);
     // Signal 0 checks the process exists and harms nothing.
     let target = agent.pid().to_string();
     let (pid, _, st) = run_to_end(Command::new("/usr/bin/kill").args(["-0", &target]));
