@@ -232,8 +232,9 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         args.lport = unsafe { ctx.read_at(24)? };
         read_local(ctx, family, &mut args.laddr)?;
         args.sk = unsafe { ctx.read_at(8)? };
-        let p: Pending = unsafe { core::mem::zeroed() };
-        let _ = CONNECTING.insert(args.sk, &p, 0);
+        let mut p: Pending = unsafe { core::mem::zeroed() };
+        p.state = PENDING_IN_SYSCALL;
+        let _ = CONNECTING.insert(args.sk, p, 0);
         return Ok(());
     }
     if oldstate != TCP_SYN_SENT || (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE) {
