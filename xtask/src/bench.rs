@@ -18,6 +18,8 @@
 //! doubled until `kernel_lost` > 0). Results: a table on stdout,
 //! `bench.json`, `throughput.png`, `loss.png` and `results.md` in `--out`.
 //!
+//! `--sigma DIR`: only the Sigma detection cost (see sigma_bench.rs).
+//!
 //! Needs root; installs missing Debian packages (mosquitto, auditd, bpftrace,
 //! libbpf-tools, pamtester, stress-ng) with apt-get. A peer that cannot run is
 //! reported with the reason.
@@ -63,6 +65,14 @@ pub struct BenchArgs {
     /// Skip the latency and max-rate phases.
     #[arg(long)]
     no_extra: bool,
+    /// Only the Sigma phase: detection CPU per event with the rules of these
+    /// folders loaded (repeatable; skipped with a note when absent). No root
+    /// needed.
+    #[arg(long, value_name = "DIR")]
+    sigma: Vec<PathBuf>,
+    /// The recording the Sigma phase replays (default: a built-in mix).
+    #[arg(long, value_name = "FILE.jsonl")]
+    sigma_events: Option<PathBuf>,
 }
 
 const CONFIGS: &[&str] = &["none", "shrike", "auditd", "bpftrace", "execsnoop"];
@@ -1595,6 +1605,31 @@ struct Sample {
 }
 
 pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
+    if !args.sigma.is_empty() {
+        if !args.sigma.iter().any(|d| d.exists()) {
+            crate::sigma_bench::skipped(&args.sigma);
+            return Ok(());
+        }
+        // Release build unless --quick or --agent: the numbers are the point.
+        let agent = match &args.agent {
+            Some(a) => a.clone(),
+            None => {
+                let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+                c.current_dir(root).args(["build", "--package", "shrike"]);
+                if !args.quick {
+                    c.arg("--release");
+                }
+                if !c.status()?.success() {
+                    bail!("building the agent failed");
+                }
+                root.join("target").join(if args.quick { "debug" } else { "release" }).join("shrike")
+            }
+        };
+        let out = args.out.clone().unwrap_or_else(|| "target/bench".into());
+        let out = if out.is_absolute() { out } else { root.join(out) };
+        crate::sigma_bench::run(&agent, &args.sigma, args.sigma_events.as_deref(), &out)?;
+        return Ok(());
+    }
     let t_start = Instant::now();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

@@ -11,9 +11,11 @@
 //! pid -> command line table so that network rules and `ParentCommandLine`
 //! see command lines (the process table keeps none).
 //!
-//! Detection rules are evaluated per event against the rules of the event's
-//! category only (rsigma's logsource pruning); correlations are fed the
-//! matches with the event's own time (seconds), never the clock.
+//! Each category has its own detection engine (its candidate index then only
+//! holds the fields and needles of that category's rules: a connection is
+//! not scanned for the process rules' command line needles); correlations
+//! have a correlation engine of their own, fed the matches with the event's
+//! own time (seconds), never the clock.
 
 pub mod cli;
 pub mod fields;
@@ -29,8 +31,10 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use rsigma_eval::{CorrelationConfig, CorrelationEngine, EvaluationResult, ResultBody, TimestampFallback};
-use rsigma_parser::{LogSource, SigmaCollection};
+use rsigma_eval::{
+    CorrelationConfig, CorrelationEngine, Engine, EvaluationResult, ResultBody, TimestampFallback,
+};
+use rsigma_parser::SigmaCollection;
 
 use self::{
     fields::{Category, View},
@@ -109,13 +113,14 @@ impl Cmdlines {
 
 /// The compiled rule set.
 pub struct SigmaEngine {
-    corr: CorrelationEngine,
-    has_correlations: bool,
+    /// Detection rules, per category (`None`: the category has none).
+    engines: [Option<Engine>; 2],
+    /// Correlation rules and the detection rules they refer to (only for
+    /// the references: detection runs in `engines`).
+    corr: Option<CorrelationEngine>,
     /// Alert parts by rule id (title when it has none).
     meta: HashMap<String, Arc<Meta>>,
-    logsource: [LogSource; 2],
-    /// Categories with at least one rule: others are not looked at.
-    categories: [bool; 2],
+    rules: usize,
     /// Whether a rule reads a remembered command line.
     keep_cmdlines: bool,
     cmdlines: Cmdlines,
@@ -134,7 +139,7 @@ fn cat_index(c: Category) -> usize {
 impl SigmaEngine {
     /// Loaded detection and correlation rules.
     pub fn rule_count(&self) -> usize {
-        self.corr.detection_rule_count() + self.corr.correlation_rule_count()
+        self.rules
     }
 
     /// Keeps the command line tables up to date and evaluates `ev`; every
@@ -159,11 +164,11 @@ impl SigmaEngine {
             }
             _ => return,
         };
-        let wanted = self.categories[cat_index(cat)];
-        if !wanted && !self.keep_cmdlines {
+        let Self { engines, corr, meta, keep_cmdlines, cmdlines, line, .. } = self;
+        let engine = engines[cat_index(cat)].as_ref();
+        if engine.is_none() && !*keep_cmdlines {
             return;
         }
-        let Self { corr, has_correlations, meta, logsource, keep_cmdlines, cmdlines, line, .. } = self;
         let (cmdline, parent) = match &ev.body {
             Body::Exec(x) => {
                 line.clear();
@@ -180,13 +185,14 @@ impl SigmaEngine {
             }
             _ => (cmdlines.get(ev.pid), None),
         };
-        if wanted && let Some(view) = View::new(ev, cmdline, parent) {
-            let dets = corr.engine().evaluate_pruned(&view, &logsource[cat_index(cat)]);
+        if let Some(engine) = engine
+            && let Some(view) = View::new(ev, cmdline, parent)
+        {
+            let dets = engine.evaluate(&view);
             if !dets.is_empty() {
-                let results = if *has_correlations {
-                    corr.process_with_detections(&view, dets, ev.time.timestamp())
-                } else {
-                    dets
+                let results = match corr {
+                    Some(c) => c.process_with_detections(&view, dets, ev.time.timestamp()),
+                    None => dets,
                 };
                 for r in results {
                     out.push(alert_of(meta, r, ev));
@@ -246,8 +252,10 @@ impl Detector for SigmaEngine {
     /// Drops correlation windows that expired (once a minute).
     fn tick(&mut self, now: DateTime<Utc>, _out: &mut Vec<Alert>) {
         let now = now.timestamp();
-        if self.has_correlations && now - self.last_evict >= 60 {
-            self.corr.evict_expired(now);
+        if let Some(corr) = &mut self.corr
+            && now - self.last_evict >= 60
+        {
+            corr.evict_expired(now);
             self.last_evict = now;
         }
     }
@@ -284,10 +292,11 @@ pub fn load(cfg: &DetectConfig, stats: &mut DetectStats) -> Result<Option<SigmaE
 pub fn compile(paths: &[PathBuf], disabled: &BTreeSet<String>) -> (Option<SigmaEngine>, Report) {
     let parsed = load::parse_paths(paths);
     let mut report = Report { files: parsed.files, errors: parsed.errors, ..Report::default() };
-    let mut keep = SigmaCollection::new();
+    // Per category, and the filters (applied to the rules they name).
+    let mut keep = [SigmaCollection::new(), SigmaCollection::new()];
+    let mut filters = Vec::new();
     let mut names = Names::default();
     let mut meta: HashMap<String, Arc<Meta>> = HashMap::new();
-    let mut categories = [false; 2];
     let mut cmdline_fields = false;
     let mut correlations = Vec::new();
 
@@ -306,7 +315,6 @@ pub fn compile(paths: &[PathBuf], disabled: &BTreeSet<String>) -> (Option<SigmaE
                     Verdict::Error(e) => report.errors.push(e),
                     Verdict::Skip(reason) => report.skip(&loc, &rule.title, reason),
                     Verdict::Load(cat) => {
-                        categories[cat_index(cat)] = true;
                         cmdline_fields |= uses_remembered_cmdline(cat, &rule);
                         let m = Meta::new(
                             rule.id.as_deref(),
@@ -318,7 +326,7 @@ pub fn compile(paths: &[PathBuf], disabled: &BTreeSet<String>) -> (Option<SigmaE
                         );
                         meta.insert(m.rule.to_string(), Arc::new(m));
                         report.detections += 1;
-                        keep.rules.push(*rule);
+                        keep[cat_index(cat)].rules.push(*rule);
                     }
                 }
             }
@@ -333,7 +341,7 @@ pub fn compile(paths: &[PathBuf], disabled: &BTreeSet<String>) -> (Option<SigmaE
             }
             Doc::Filter(f) => {
                 report.filters += 1;
-                keep.filters.push(*f);
+                filters.push(*f);
             }
         }
     }
@@ -353,6 +361,7 @@ pub fn compile(paths: &[PathBuf], disabled: &BTreeSet<String>) -> (Option<SigmaE
             break;
         }
     }
+    let mut correlation_rules = Vec::new();
     for (loc, c) in correlations {
         if let Some(r) = c.rules.iter().find(|r| !names.known.contains_key(r.as_str())) {
             let line = load::find_line(&std::fs::read_to_string(&loc.file).unwrap_or_default(), r)
@@ -379,40 +388,65 @@ pub fn compile(paths: &[PathBuf], disabled: &BTreeSet<String>) -> (Option<SigmaE
         meta.insert(m.rule.to_string(), Arc::new(m));
         cmdline_fields |= c.group_by.iter().any(|f| f == "CommandLine" || f == "ParentCommandLine");
         report.correlations += 1;
-        keep.correlations.push(*c);
+        correlation_rules.push(*c);
     }
 
     if !report.errors.is_empty() || report.loaded() == 0 {
         return (None, report);
     }
-    let config = CorrelationConfig {
-        // Never the clock: every event comes with its own time.
-        timestamp_fallback: TimestampFallback::Skip,
-        max_state_entries: MAX_WINDOWS,
-        max_group_entries: Some(MAX_WINDOW_ENTRIES),
-        // Sigma: rules a correlation uses do not alert on their own unless
-        // it says `generate: true`.
-        emit_detections: false,
-        ..CorrelationConfig::default()
-    };
-    let mut corr = CorrelationEngine::new(config);
-    if let Err(e) = corr.add_collection(&keep) {
-        report
-            .errors
-            .push(format!("{}: {e}", paths.first().map(|p| p.display().to_string()).unwrap_or_default()));
-        return (None, report);
+    let mut engines = [None, None];
+    let mut refs = Vec::new();
+    let referenced: BTreeSet<&String> = correlation_rules.iter().flat_map(|c| &c.rules).collect();
+    for (i, mut collection) in keep.into_iter().enumerate() {
+        if collection.rules.is_empty() {
+            continue;
+        }
+        refs.extend(
+            collection
+                .rules
+                .iter()
+                .filter(|r| r.id.iter().chain(&r.name).any(|k| referenced.contains(k)))
+                .cloned(),
+        );
+        collection.filters.clone_from(&filters);
+        let mut engine = Engine::new();
+        if let Err(e) = engine.add_collection(&collection) {
+            report
+                .errors
+                .push(format!("{}: {e}", paths.first().map(|p| p.display().to_string()).unwrap_or_default()));
+            return (None, report);
+        }
+        engines[i] = Some(engine);
     }
-    let logsource = Category::ALL.map(|c| LogSource {
-        product: Some("linux".into()),
-        category: Some(c.name().into()),
-        ..LogSource::default()
-    });
+    let corr = if correlation_rules.is_empty() {
+        None
+    } else {
+        let config = CorrelationConfig {
+            // Never the clock: every event comes with its own time.
+            timestamp_fallback: TimestampFallback::Skip,
+            max_state_entries: MAX_WINDOWS,
+            max_group_entries: Some(MAX_WINDOW_ENTRIES),
+            // Sigma: rules a correlation uses do not alert on their own
+            // unless it says `generate: true`.
+            emit_detections: false,
+            ..CorrelationConfig::default()
+        };
+        let mut corr = CorrelationEngine::new(config);
+        let collection =
+            SigmaCollection { rules: refs, correlations: correlation_rules, ..SigmaCollection::new() };
+        if let Err(e) = corr.add_collection(&collection) {
+            report
+                .errors
+                .push(format!("{}: {e}", paths.first().map(|p| p.display().to_string()).unwrap_or_default()));
+            return (None, report);
+        }
+        Some(corr)
+    };
     let engine = SigmaEngine {
-        has_correlations: report.correlations > 0,
+        engines,
         corr,
         meta,
-        logsource,
-        categories,
+        rules: report.loaded() as usize,
         keep_cmdlines: cmdline_fields,
         cmdlines: Cmdlines::default(),
         line: String::with_capacity(256),
