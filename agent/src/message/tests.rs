@@ -210,6 +210,32 @@ fn refused_connect_with_unknown_peer() {
     assert_eq!(items[0].remote_port, "0");
     assert_eq!(items[0].extra_details["Status"], "refused");
     assert_eq!(items[0].extra_details["Error"], "ECONNREFUSED");
+    // The required fields' unspecified values are marked as naming no peer.
+    assert_eq!(items[0].extra_details["RemoteUnknown"], "true");
+}
+
+#[test]
+fn connect_outcome_and_exec_misses_in_extra_details() {
+    let mut s = sock(Some(Ipv4Addr::new(192, 0, 2, 7).into()));
+    s.result = -115;
+    s.status = "refused";
+    s.error = Some("ECONNREFUSED");
+    s.async_outcome = true;
+    let Some(Payload::ConnectionCreate(items)) = to_payload(&event(Body::Connect(s))) else { panic!() };
+    let x = &items[0].extra_details;
+    assert_eq!((x["Status"].as_str(), x["AsyncOutcome"].as_str()), ("refused", "true"));
+    assert!(!x.contains_key("RemoteUnknown"));
+    let Some(Payload::ConnectionCreate(items)) = to_payload(&event(Body::Connect(sock(None)))) else {
+        panic!()
+    };
+    assert!(!items[0].extra_details.contains_key("AsyncOutcome"));
+
+    let mut exec = exec_ok();
+    exec.path_misses = 7;
+    let Some(Payload::ProcessCreate(items)) = to_payload(&event(Body::Exec(exec))) else { panic!() };
+    assert_eq!(items[0].extra_details["PathMisses"], "7");
+    let Some(Payload::ProcessCreate(items)) = to_payload(&event(Body::Exec(exec_ok()))) else { panic!() };
+    assert!(!items[0].extra_details.contains_key("PathMisses"));
 }
 
 #[test]
