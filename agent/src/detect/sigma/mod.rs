@@ -47,10 +47,33 @@ use crate::events::{Body, Event};
 /// rules' ParentCommandLine): about the live processes; when full, an
 /// arbitrary entry makes room (a lost command line only hides that field).
 const CMDLINE_CAP: usize = 8192;
-/// Correlation state bounds: windows (correlation x group) and the entries
-/// kept per window; beyond them the oldest go (a count can only be lower).
-const MAX_WINDOWS: usize = 20_000;
-const MAX_WINDOW_ENTRIES: usize = 4096;
+/// Correlation state bounds: windows (correlation x group; the stalest go
+/// first beyond it, rsigma's hard cap) and entries kept per window (the
+/// oldest go first). A window needs no more entries than the largest
+/// threshold + 1 to decide any condition (value_count gets 16 times that:
+/// repeated values take room), so the cap follows the rules, within bounds.
+const MAX_WINDOWS: usize = 4096;
+const MIN_WINDOW_ENTRIES: usize = 256;
+const MAX_WINDOW_ENTRIES: usize = 65_536;
+
+fn window_entries(corrs: &[rsigma_parser::CorrelationRule]) -> usize {
+    use rsigma_parser::{CorrelationCondition, CorrelationType};
+    let need = corrs
+        .iter()
+        .map(|c| {
+            let max = match &c.condition {
+                CorrelationCondition::Threshold { predicates, .. } => {
+                    predicates.iter().map(|(_, n)| *n as usize).max().unwrap_or(0)
+                }
+                CorrelationCondition::Extended(_) => 0,
+            };
+            let per = if c.correlation_type == CorrelationType::EventCount { 1 } else { 16 };
+            max.saturating_add(1).saturating_mul(per)
+        })
+        .max()
+        .unwrap_or(0);
+    need.clamp(MIN_WINDOW_ENTRIES, MAX_WINDOW_ENTRIES)
+}
 
 /// An alert's fixed part, built once per rule.
 struct Meta {
@@ -425,7 +448,7 @@ pub fn compile(paths: &[PathBuf], disabled: &BTreeSet<String>) -> (Option<SigmaE
             // Never the clock: every event comes with its own time.
             timestamp_fallback: TimestampFallback::Skip,
             max_state_entries: MAX_WINDOWS,
-            max_group_entries: Some(MAX_WINDOW_ENTRIES),
+            max_group_entries: Some(window_entries(&correlation_rules)),
             // Sigma: rules a correlation uses do not alert on their own
             // unless it says `generate: true`.
             emit_detections: false,

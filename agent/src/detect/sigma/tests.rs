@@ -814,3 +814,22 @@ fn recorded_events_read_back_the_same() {
     assert!(record::event_of_line("{\"kind\":\"exec\"").is_err());
     assert!(record::event_of_line(r#"{"kind":"exec","time":"2026-12-06T04:00:00Z"}"#).is_err());
 }
+
+#[test]
+fn state_stays_bounded_under_churn() {
+    // A correlation grouped by command line and a network rule reading
+    // command lines: a process that execs without end (new pids, new
+    // command lines) cannot grow the windows or the pid table past their caps.
+    let mut e = corr_engine(
+        "title: Same command\nid: same-cmd\ncorrelation:\n    type: event_count\n    rules:\n        - dl-tool\n    group-by:\n        - CommandLine\n    timespan: 1h\n    condition:\n        gte: 2\n---\ntitle: Net cmd\nid: net-cmd\nlogsource:\n    product: linux\n    category: network_connection\ndetection:\n    sel:\n        CommandLine|contains: 'x'\n    condition: sel\n",
+    );
+    let n = super::MAX_WINDOWS.max(super::CMDLINE_CAP) as u32 + 500;
+    for i in 0..n {
+        let arg = format!("http://{i}");
+        fires(&mut e, &exec_at(i64::from(i / 100), 1000 + i, "/usr/bin/curl", &["curl", &arg], "/bin/sh"));
+    }
+    let corr = e.corr.as_ref().expect("a correlation engine");
+    assert!(corr.state_count() <= super::MAX_WINDOWS, "{} windows", corr.state_count());
+    assert!(e.cmdlines.map.len() <= super::CMDLINE_CAP, "{} command lines", e.cmdlines.map.len());
+    assert!(e.cmdlines.map.len() >= super::CMDLINE_CAP - 1, "the table is used");
+}
