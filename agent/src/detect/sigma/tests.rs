@@ -833,3 +833,12 @@ fn state_stays_bounded_under_churn() {
     assert!(e.cmdlines.map.len() <= super::CMDLINE_CAP, "{} command lines", e.cmdlines.map.len());
     assert!(e.cmdlines.map.len() >= super::CMDLINE_CAP - 1, "the table is used");
 }
+
+#[test]
+fn filter_documents_apply_to_the_rules_they_name() {
+    let mut e = engine(&format!(
+        "{BASE_RULES}---\ntitle: Local downloads are fine\nlogsource:\n    product: linux\n    category: process_creation\nfilter:\n    rules:\n        - dl-tool\n    selection:\n        CommandLine|contains: 'localhost'\n    condition: not selection\n"
+    ));
+    assert_eq!(count(&mut e, &exec("/usr/bin/curl", &["curl", "http://evil"]), "dl-tool"), 1);
+    assert_eq!(count(&mut e, &exec("/usr/bin/curl", &["curl", "http://localhost/"]), "dl-tool"), 0);
+}
