@@ -151,6 +151,9 @@ pub mod sock_flags {
     /// With [`OUTCOME`]: the peer answered with a reset (tcp/tcp_receive_reset):
     /// refused.
     pub const RESET: u32 = 32;
+    /// accept: the kernel knows neither end (a listener bound before the
+    /// agent started, and no peer address buffer): maybe not an inet socket.
+    pub const FAMILY_UNKNOWN: u32 = 64;
 }
 
 /// connect / accept / listen / bind. Addresses are network-order bytes (IPv4 in

@@ -481,6 +481,13 @@ fn accept_exit(ctx: &TracePointContext) {
         }
     }
     if rec.family == 0 {
+        // Neither the listener's bind (made before the agent started) nor
+        // the peer (accept(fd, NULL, NULL)) was seen: an inet listener or a
+        // unix one. The agent tells them apart from /proc and drops unix
+        // accepts (not connections it reports).
+        rec.flags |= sock_flags::FAMILY_UNKNOWN;
+        rec.protocol = 0;
+        emit_value(ctx, kind::ACCEPT, &rec);
         return;
     }
     let v = SOCK_STREAM | ((IPPROTO_TCP as u32) << 16);

@@ -89,7 +89,9 @@ impl<W: Write> JsonLines<W> {
     pub fn write_batch(&mut self, batch: Vec<Event>) -> std::io::Result<()> {
         let mut ready = std::mem::take(&mut self.ready);
         for mut ev in batch {
-            self.procs.apply(&mut ev);
+            if !self.procs.apply(&mut ev) {
+                continue;
+            }
             self.misses.push(ev, &mut ready);
             for ev in ready.drain(..) {
                 self.emit(ev)?;

@@ -17,6 +17,7 @@ shrike_tests::both_transports!(
     nonblocking_connect_outcomes,
     nonblocking_connect_established_later,
     accept_without_peer_address,
+    accept_on_a_listener_older_than_the_agent,
 );
 
 /// The agent with the network kinds only (the process table behind ppid and
@@ -295,5 +296,46 @@ fn accept_without_peer_address(transport: &str) {
         assert_eq!(accept["remote_addr"], client_end.ip().to_string(), "{accept}");
         assert_eq!(accept["remote_port"], client_end.port(), "{accept}");
     }
+    stop(agent, transport);
+}
+
+/// A listener bound before the agent started (the usual case for a broker
+/// started at boot) accepting with accept(fd, NULL, NULL): the kernel knows
+/// neither end, the agent finds both in /proc. A unix socket's accept, which
+/// the kernel cannot tell apart, is not reported.
+fn accept_on_a_listener_older_than_the_agent(transport: &str) {
+    let addr = "127.0.0.1";
+    let port = free_port(addr);
+    let mut h = Helper::spawn(Command::new(helper_bin!()).args(["listen-null", addr, &port.to_string()]));
+    let pid = h.pid();
+    assert_eq!(h.line().num::<u16>("port"), port);
+    let dir = shrike_tests::TempDir::new("unix-accept");
+    let unix = std::os::unix::net::UnixListener::bind(dir.path().join("sock")).expect("unix listener");
+
+    let agent = start(transport);
+    let client = TcpStream::connect((addr, port)).expect("connecting to the helper");
+    let client_end = client.local_addr().expect("local_addr");
+    let accepted = h.line();
+    let accept = agent.wait_for("the accept on the old listener", |e| is(e, "accept", pid));
+    drop(client);
+    assert!(h.wait().success());
+    assert_sock(&accept, "accept", pid, "ipv4", "tcp", transport);
+    assert_eq!(accept["fd"], accepted.num::<i32>("fd"), "{accept}");
+    assert_eq!(accept["local_addr"], addr, "{accept}");
+    assert_eq!(accept["local_port"], port, "{accept}");
+    assert_eq!(accept["remote_addr"], addr, "{accept}");
+    assert_eq!(accept["remote_port"], client_end.port(), "{accept}");
+
+    // A unix accept by this process, then a TCP connect as a marker that
+    // the agent has read past it.
+    let _peer = std::os::unix::net::UnixStream::connect(dir.path().join("sock")).expect("unix connect");
+    let _conn = unix.accept().expect("unix accept");
+    let marker = TcpListener::bind((addr, 0)).expect("listener");
+    let mport = marker.local_addr().expect("local_addr").port();
+    let _m = TcpStream::connect((addr, mport)).expect("marker connect");
+    let me = std::process::id();
+    agent.wait_for("the marker connect", |e| is(e, "connect", me) && e["remote_port"] == mport);
+    let accepts = agent.matching(|e| is(e, "accept", me));
+    assert!(accepts.is_empty(), "a unix accept reported as a connection: {accepts:?}");
     stop(agent, transport);
 }

@@ -89,7 +89,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 // The policy may have changed with a reload.
                 misses.set_policy(pipe.settings.exec_misses, &mut ready);
                 for mut ev in batch {
-                    procs.apply(&mut ev);
+                    if !procs.apply(&mut ev) {
+                        continue;
+                    }
                     misses.push(ev, &mut ready);
                     for mut ev in ready.drain(..) {
                         pipe.handle(&mut ev, &mut users);
@@ -139,7 +141,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::time::timeout_at(drain_end.min(Instant::now() + Duration::from_millis(300)), rx.recv()).await
     {
         for mut ev in batch {
-            procs.apply(&mut ev);
+            if !procs.apply(&mut ev) {
+                continue;
+            }
             misses.push(ev, &mut ready);
             for mut ev in ready.drain(..) {
                 pipe.handle(&mut ev, &mut users);

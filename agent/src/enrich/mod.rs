@@ -74,8 +74,11 @@ impl ProcessTable {
         self.procs.insert(pid, info);
     }
 
-    /// Updates the table with `ev` and fills its ppid/exe fields.
-    pub fn apply(&mut self, ev: &mut Event) {
+    /// Updates the table with `ev` and fills its ppid/exe fields. False:
+    /// `ev` is not a security event after all (an accept on a unix socket
+    /// the kernel could not tell from an inet one): drop it.
+    #[must_use]
+    pub fn apply(&mut self, ev: &mut Event) -> bool {
         match &mut ev.body {
             Body::Fork(f) => {
                 let (ppid, exe) = match self.lookup_or_proc(ev.pid) {
@@ -125,14 +128,22 @@ impl ProcessTable {
                 // accept(fd, NULL, NULL): the kernel saw no peer address.
                 // The socket still exists (or its fd was reused: the local
                 // end must agree).
-                if let Some((local, remote)) = proc::socket_ends(&self.proc_root, ev.pid, s.fd) {
-                    if s.local_port.is_none_or(|p| p == local.port()) {
+                let ends = proc::socket_ends(&self.proc_root, ev.pid, s.fd)
+                    .filter(|(local, _)| s.local_port.is_none_or(|p| p == local.port()));
+                match ends {
+                    Some((local, remote)) => {
                         s.family = if remote.is_ipv6() { "ipv6" } else { "ipv4" };
+                        s.protocol = "tcp";
                         s.local_addr = Some(local.ip());
                         s.local_port = Some(local.port());
                         s.remote_addr = Some(remote.ip());
                         s.remote_port = Some(remote.port());
                     }
+                    // Neither end known to the kernel, none in the TCP
+                    // tables: a unix socket's accept (or a connection
+                    // already gone): not reported.
+                    None if s.family == "unknown" => return false,
+                    None => {}
                 }
                 if let Some(info) = self.lookup_or_proc(ev.pid) {
                     ev.ppid = Some(info.ppid);
@@ -146,6 +157,7 @@ impl ProcessTable {
                 }
             }
         }
+        true
     }
 }
 
@@ -177,7 +189,7 @@ mod tests {
         let mut t = ProcessTable::new(&dir);
         t.insert(100, ProcInfo { ppid: 1, exe: Some("/bin/sh".into()) });
         let mut fork = ev(100, Body::Fork(Fork { child_pid: 4242 }));
-        t.apply(&mut fork);
+        assert!(t.apply(&mut fork));
         assert_eq!(fork.ppid, Some(1));
         let mut exec = ev(
             4242,
@@ -196,13 +208,13 @@ mod tests {
                 path_misses: 0,
             }),
         );
-        t.apply(&mut exec);
+        assert!(t.apply(&mut exec));
         assert_eq!(exec.ppid, Some(100));
         assert_eq!(exec.exe.as_deref(), Some("/bin/true"));
         let Body::Exec(x) = &exec.body else { panic!() };
         assert_eq!(x.parent_exe.as_deref(), Some("/bin/sh"));
         let mut exit = ev(4242, Body::Exit(Exit { exit_code: Some(0), signal: None }));
-        t.apply(&mut exit);
+        assert!(t.apply(&mut exit));
         assert_eq!(exit.ppid, Some(100));
         assert!(t.get(4242).is_none());
         std::fs::remove_dir_all(&dir).unwrap();

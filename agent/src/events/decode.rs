@@ -244,7 +244,13 @@ fn decode_sock(buf: &[u8], connect: bool) -> Result<Sock, DecodeError> {
             17 => "udp",
             _ => "unknown",
         },
-        family: if r.family == 10 { "ipv6" } else { "ipv4" },
+        family: match r.family {
+            10 => "ipv6",
+            2 => "ipv4",
+            // accept with neither end known (sock_flags::FAMILY_UNKNOWN):
+            // enrichment finds out, or drops it.
+            _ => "unknown",
+        },
         local_addr: local.then(|| ip(r.family, r.laddr)),
         // A TCP connect learns its address before the kernel picks its port
         // (known once the socket leaves SYN_SENT).

@@ -22,9 +22,9 @@
 //! - `connect-tcp-nb ADDR PORT`: a non-blocking connect (curl's way): prints
 //!   its result, waits for the outcome (poll, SO_ERROR) and prints it.
 //! - `listen ADDR PORT`: bind, listen, print the port, accept one connection.
-//! - `listen-null ADDR PORT`: the same with accept(fd, NULL, NULL) (no peer
-//!   address for the kernel to read); keeps the connection until the peer
-//!   closes it.
+//! - `listen-null ADDR PORT`: the same, waiting in poll(2), with
+//!   accept(fd, NULL, NULL) (no peer address for the kernel to read); keeps
+//!   the connection until the peer closes it.
 //! - `spawn-many N THREADS PROG ARG`: run `PROG ARG` N times over THREADS
 //!   threads, waiting for each.
 
@@ -386,7 +386,11 @@ fn listen(sa: SocketAddr, null_peer: bool) {
     let port = local_of(fd).map(|l| l.port()).unwrap_or(0);
     say(&format!("listen fd={fd} port={port}"));
     if null_peer {
-        // SAFETY: accept with no address buffer, as mosquitto does.
+        // Like an event-loop server (mosquitto): wait for a connection, then
+        // accept it with no address buffer.
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd we own; then accept with null address pointers.
+        unsafe { libc::poll(&mut pfd, 1, -1) };
         let c = unsafe { libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()) };
         if c < 0 {
             die(&format!("accept: errno {}", errno()));
