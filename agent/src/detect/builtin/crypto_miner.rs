@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Bounded, Rule, base_name, command_line, exec_path};
+use super::{Bounded, PidMap, Rule, base_name, command_line, exec_path};
 use crate::{
     detect::{Alert, Detector, Severity},
     events::{Body, Event, Kind},
@@ -71,7 +71,7 @@ const POOL_PORTS: &[u16] = &[
 const REPORTED_CAP: usize = 4096;
 
 pub struct CryptoMiner {
-    reported: Bounded<u32, ()>,
+    reported: PidMap<()>,
 }
 
 impl Default for CryptoMiner {

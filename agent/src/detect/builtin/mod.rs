@@ -32,7 +32,7 @@ mod testing;
 use std::{collections::BTreeMap, sync::Arc};
 
 pub use agent_tampering::AgentTampering;
-pub use bounded::Bounded;
+pub use bounded::{Bounded, PidMap};
 pub use crypto_miner::CryptoMiner;
 pub use exec_from_tmp::ExecFromTmp;
 pub use login_after_failures::LoginAfterFailures;

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, os::unix::fs::MetadataExt, path::PathBuf};
 
-use super::{Bounded, Rule, base_name};
+use super::{Bounded, PidMap, Rule, base_name};
 use crate::{
     detect::{Alert, DetectConfig, Detector, Severity},
     events::{Body, Event, Kind, Privilege},
@@ -76,7 +76,7 @@ const DROPPED_CAP: usize = 4096;
 pub struct PrivilegeEscalation {
     proc_root: PathBuf,
     allowed: Vec<String>,
-    dropped: Bounded<u32, ()>,
+    dropped: PidMap<()>,
 }
 
 impl PrivilegeEscalation {

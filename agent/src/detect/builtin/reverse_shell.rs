@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 use chrono::{DateTime, Utc};
 
 use super::{
-    Bounded, Rule, base_name, command_line, exec_path, is_command_shell, is_shell, procfs, program_name,
+    Bounded, PidMap, Rule, base_name, command_line, exec_path, is_command_shell, is_shell, procfs,
+    program_name,
 };
 use crate::{
     detect::{Alert, DetectConfig, Detector, Severity},
@@ -18,8 +19,8 @@ pub const RULE: Rule = Rule {
     title: "Reverse shell",
     severity: Severity::High,
     tags: &["attack.execution", "attack.t1059.004", "attack.command_and_control", "attack.t1071"],
-    description: "Three signals, each named in the alert: (1) at a shell's exec, its stdin or stdout is a \
-        connected TCP socket (read from /proc/PID/fd/0 and 1 when the exec event arrives; only for shells, so it \
+    description: "Three signals, each named in the alert: (1) at a shell's exec, its stdin is a connected \
+        TCP socket (read from /proc/PID/fd/0, and fd/1 then, when the exec event arrives; only for shells, so it \
         costs nothing for other programs), the shape of `nc -e`, `socat`, and the Python/Perl one-liners; (2) the \
         shell's process itself, or its parent, made an outgoing TCP connection to a non-loopback address within \
         5 seconds before the exec; (3) a command shell itself connects out (bash's /dev/tcp redirection). Both (1) \
@@ -44,7 +45,7 @@ struct Conn {
 
 pub struct ReverseShell {
     proc_root: PathBuf,
-    recent: Bounded<u32, Conn>,
+    recent: PidMap<Conn>,
 }
 
 impl ReverseShell {
@@ -105,15 +106,18 @@ impl Detector for ReverseShell {
                     self.recent_connect(ev.pid, ev.time).map(|c| ("the shell's process", c)).or_else(|| {
                         ev.ppid.and_then(|p| self.recent_connect(p, ev.time)).map(|c| ("its parent", c))
                     });
-                // The shell's stdin/stdout, while it still runs.
-                let stdio: Vec<(i32, procfs::TcpSocket)> = [0, 1]
-                    .into_iter()
-                    .filter_map(|fd| {
-                        procfs::fd_tcp_socket(&self.proc_root, ev.pid, fd)
-                            .filter(|s| s.state != procfs::TCP_LISTEN)
-                            .map(|s| (fd, s))
-                    })
-                    .collect();
+                // The shell's stdin, while it still runs (one readlink for
+                // most shells: a pipe or a terminal); stdout only when stdin
+                // is a TCP socket, for the details.
+                let tcp = |fd| {
+                    procfs::fd_tcp_socket(&self.proc_root, ev.pid, fd)
+                        .filter(|s| s.state != procfs::TCP_LISTEN)
+                        .map(|s| (fd, s))
+                };
+                let stdio: Vec<(i32, procfs::TcpSocket)> = match tcp(0) {
+                    Some(s0) => std::iter::once(s0).chain(tcp(1)).collect(),
+                    None => Vec::new(),
+                };
                 if conn.is_none() && stdio.is_empty() {
                     return;
                 }

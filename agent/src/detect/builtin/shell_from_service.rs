@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use super::{Bounded, Rule, base_name, command_line, exec_path, is_shell, procfs, program_name};
+use super::{Bounded, PidMap, Rule, base_name, command_line, exec_path, is_shell, procfs, program_name};
 use crate::{
     detect::{Alert, DetectConfig, Detector, Severity},
     events::{Body, Event, Kind},
@@ -84,8 +84,8 @@ struct Taint {
 
 pub struct ShellFromService {
     proc_root: PathBuf,
-    services: Bounded<u32, Service>,
-    tainted: Bounded<u32, Taint>,
+    services: PidMap<Service>,
+    tainted: PidMap<Taint>,
 }
 
 impl ShellFromService {
