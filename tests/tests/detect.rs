@@ -76,6 +76,7 @@ fn start(transport: &str) -> Agent {
 shrike_tests::both_transports!(
     exec_from_tmp,
     shell_from_service,
+    shell_from_service_started_before_the_agent,
     login_brute_force_then_success,
     user_account_change,
     new_listener,
@@ -176,6 +177,37 @@ fn shell_from_service(transport: &str) {
     assert_no_alert(&agent, "shell-from-service", "a shell of the test", exec_of(pid, "/bin/sh"), |e| {
         e["pid"] == pid
     });
+    agent.stop();
+}
+
+/// A server that was listening, and had accepted its connection, before the
+/// agent started: the agent finds it from /proc (its listening socket) and
+/// still flags the shell it starts.
+fn shell_from_service_started_before_the_agent(transport: &str) {
+    let mut server = Helper::spawn(Command::new(DETECT_HELPER).args([
+        "serve-exec-on-usr1",
+        "127.0.0.1",
+        "0",
+        "/bin/sh",
+        "-c",
+        "true",
+    ]));
+    let port: u16 = server.line().num("port");
+    let _client = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the server");
+    assert_eq!(server.line().op, "accept");
+    let agent = start(transport);
+    server.signal(libc::SIGUSR1);
+    assert_eq!(server.line().op, "signal");
+    let child: u32 = server.line().num("pid");
+    let a = wait_alert(&agent, "shell-from-service", "the older server's shell", exec_of(child, "/bin/sh"));
+    assert_eq!(a["details"]["service_pid"], server.pid().to_string(), "{a}");
+    assert!(
+        a["details"]["service_activity"]
+            .as_str()
+            .is_some_and(|s| s.contains(&format!("port {port} at start-up"))),
+        "{a}"
+    );
+    server.wait();
     agent.stop();
 }
 

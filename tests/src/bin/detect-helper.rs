@@ -6,6 +6,9 @@
 //!   port), print `listen port=P`, accept one connection, print `accept
 //!   peer=ADDR:PORT`, then run PROG ARGS as a child (a network service
 //!   starting a program), print `spawned pid=N status=S`.
+//! - `serve-exec-on-usr1 ADDR PORT PROG [ARGS...]`: the same, but after the
+//!   accept it waits for SIGUSR1 before running PROG (a server that was
+//!   already serving when the agent started).
 //! - `connect-exec ADDR PORT PROG [ARGS...]`: connect to ADDR:PORT, print
 //!   `connected local=ADDR:PORT`, make the socket stdin and stdout, and exec
 //!   PROG ARGS in this process (a reverse shell's shape).
@@ -47,11 +50,27 @@ fn main() {
     let prog = rest.get(2).unwrap_or_else(|| die("PROG expected"));
     let prog_args = &rest[3..];
     match op.as_str() {
-        "serve-exec" => {
+        "serve-exec" | "serve-exec-on-usr1" => {
+            // Blocked from the start: a SIGUSR1 sent before the sigwait stays
+            // pending instead of killing the process.
+            // SAFETY: all-zero is a valid sigset_t, initialized by sigemptyset;
+            // the helper is single-threaded.
+            let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+            unsafe {
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGUSR1);
+                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
             let l = TcpListener::bind(addr(rest)).unwrap_or_else(|e| die(&format!("bind: {e}")));
             say(&format!("listen port={}", l.local_addr().map(|a| a.port()).unwrap_or(0)));
             let (conn, peer) = l.accept().unwrap_or_else(|e| die(&format!("accept: {e}")));
             say(&format!("accept peer={peer}"));
+            if op == "serve-exec-on-usr1" {
+                let mut sig = 0;
+                // SAFETY: waits for the blocked signal; writes `sig`.
+                unsafe { libc::sigwait(&set, &mut sig) };
+                say(&format!("signal sig={sig}"));
+            }
             let mut child = Command::new(prog)
                 .args(prog_args)
                 .stdin(std::process::Stdio::null())
