@@ -216,7 +216,14 @@ const PAMTESTER: &str = "/usr/bin/pamtester";
 
 /// pamtester's authenticate for `user` with `password`: (pid, success).
 fn pamtester(user: &str, password: &str) -> (u32, bool) {
+    pamtester_from(user, password, None)
+}
+
+/// The same, with PAM_RHOST set to `rhost` (as sshd sets it).
+fn pamtester_from(user: &str, password: &str, rhost: Option<&str>) -> (u32, bool) {
+    let item = rhost.map(|h| format!("rhost={h}"));
     let mut child = Command::new(PAMTESTER)
+        .args(item.iter().flat_map(|i| ["-I", i.as_str()]))
         .args([PAM_SERVICE, user, "authenticate"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -269,6 +276,21 @@ fn login_brute_force_then_success(transport: &str) {
             && e["event"]["login_user"] == user.name.as_str()
     });
     assert_eq!(all_bf.len(), 1, "one alert per user and window: {all_bf:#?}");
+
+    // Password spraying: one failure for each of five users, all from one
+    // remote host: the host crosses the threshold.
+    let host = "203.0.113.77";
+    let mut sprayed = Vec::new();
+    for i in 0..5 {
+        let (pid, ok) = pamtester_from(&format!("{}-spray{i}", user.name), "guess", Some(host));
+        assert!(!ok);
+        sprayed.push(pid);
+    }
+    let a = wait_alert(&agent, "login-brute-force", "the spraying host", |e| {
+        is(e, "login", sprayed[4]) && e["rhost"] == host
+    });
+    assert_eq!(a["details"]["remote_host"], host, "{a}");
+    assert_eq!(a["details"].get("user"), None, "no user failed 5 times: {a}");
     agent.stop();
 }
 
