@@ -87,11 +87,11 @@ fn sighup_reloads_the_config_in_place() {
         agent.log().join("\n")
     );
 
-    // Exec high and not aggregated, high interval 200 ms, low 1 s; listen
+    // Exec high and not aggregated, high interval 200 ms, low 1 s; bind
     // turned on (it was off: its probes are not attached).
     let fast = &format!(
         "{}high_interval = \"200ms\"\nlow_interval = \"1s\"\naggregate_interval = \"1h\"\n\
-                [priority]\nexec = \"high\"\nlisten = \"high\"\n[aggregation]\nexec = \"off\"\n",
+                [priority]\nexec = \"high\"\nbind = \"high\"\n[aggregation]\nexec = \"off\"\n",
         spool("spool")
     );
     write_config(&cfg, dir.path(), &hub, fast);
@@ -105,10 +105,10 @@ fn sighup_reloads_the_config_in_place() {
     ] {
         assert!(line.contains(change), "{change:?} missing in {line}");
     }
-    assert!(!line.contains("priority.listen"), "listen cannot be turned on in place: {line}");
+    assert!(!line.contains("priority.bind"), "bind cannot be turned on in place: {line}");
     let warned =
-        agent.log().into_iter().any(|l| l.contains("WARN") && l.contains("listen") && l.contains("restart"));
-    assert!(warned, "no warning that listen needs a restart; log:\n{}", agent.log().join("\n"));
+        agent.log().into_iter().any(|l| l.contains("WARN") && l.contains("bind") && l.contains("restart"));
+    assert!(warned, "no warning that bind needs a restart; log:\n{}", agent.log().join("\n"));
 
     // The exec aggregated before the reload was flushed by it (low queue, now 1 s).
     let ok = sub.wait_until(Duration::from_secs(5), |m| !creates(m, OLD_TOPIC, &before).is_empty());

@@ -25,7 +25,11 @@ impl Pipeline {
                 self.replace_detect(detect, &new);
                 self.apply_reload(new, ebpf).await;
             }
-            Err(e) => tracing::error!("configuration not reloaded, the running settings stay: {e}"),
+            // One line (journald): rule errors come one per line.
+            Err(e) => tracing::error!(
+                "configuration not reloaded, the running settings stay: {}",
+                e.to_string().replace('\n', "; ")
+            ),
         }
     }
 
