@@ -390,6 +390,19 @@ fn reverse_shell(transport: &str) {
         eprintln!("no global IPv4 address: the connect signal is not tested end to end");
     }
 
+    // bash's /dev/tcp: the shell itself connects out.
+    let l = TcpListener::bind(("127.0.0.1", 0)).expect("listener");
+    let port = l.local_addr().expect("addr").port();
+    let script = format!("exec 3<>/dev/tcp/127.0.0.1/{port}; echo hi >&3");
+    let (pid, _, st) = run_to_end(Command::new("/bin/bash").args(["-c", &script]));
+    assert!(st.success());
+    let a = wait_alert(&agent, "reverse-shell", "bash's /dev/tcp connect", |e| {
+        is(e, "connect", pid) && e["remote_port"] == port
+    });
+    assert_eq!(a["severity"], "high", "{a}");
+    assert_eq!(a["details"]["signal"], "shell_connect", "{a}");
+    drop(l);
+
     // A shell on pipes: nothing.
     let (pid, _, st) = run_to_end(Command::new("/bin/sh").args(["-c", "true"]));
     assert!(st.success());
