@@ -15,8 +15,8 @@ pub const RULE: Rule = Rule {
     title: "Process gained root privileges",
     severity: Severity::High,
     tags: &["attack.privilege_escalation", "attack.t1068", "attack.t1548"],
-    description: "A successful setuid/setreuid/setresuid (or setfsuid) that made a non-root process's uid 0, or \
-        set one of its ids to 0, or a capset that gave a non-root process effective capabilities (not after it \
+    description: "A successful setuid/setreuid/setresuid that made a non-root process's uid 0, or set one of \
+        its ids to 0, or a capset that gave a non-root process effective capabilities (not after it \
         dropped from root itself), by a program that is not a setuid-root file, has no file capabilities, and is \
         not a known login/privilege program (su, sudo, login, sshd, passwd, pkexec, cron, systemd, ... and the \
         configured `privileged_programs`). A kernel exploit that writes the credentials directly makes no \
@@ -125,9 +125,10 @@ fn has_file_caps(p: &std::path::Path) -> bool {
     n > 0
 }
 
-/// The uid calls that name an id to set.
+/// A uid call asking for 0 in one of its ids (setfsuid is left out: it
+/// returns the old fsuid, so its success is not known).
 fn sets_uid_zero(p: &Privilege) -> bool {
-    matches!(p.call, "setuid" | "setreuid" | "setresuid" | "setfsuid") && p.args.contains(&Some(0))
+    matches!(p.call, "setuid" | "setreuid" | "setresuid") && p.args.contains(&Some(0))
 }
 
 fn caps_mask(s: &str) -> u64 {
@@ -162,7 +163,7 @@ impl Detector for PrivilegeEscalation {
                 return;
             }
             format!("capset gave effective capabilities {eff:#x} to a process of uid {}", p.old_uid)
-        } else if p.old_uid != 0 && (p.new_uid == 0 || (p.call != "setfsuid" && sets_uid_zero(p))) {
+        } else if p.old_uid != 0 && (p.new_uid == 0 || sets_uid_zero(p)) {
             let args: Vec<String> =
                 p.args.iter().map(|a| a.map_or_else(|| "-1".to_owned(), |v| v.to_string())).collect();
             format!("{}({}) took a process of uid {} to uid 0", p.call, args.join(", "), p.old_uid)
