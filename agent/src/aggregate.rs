@@ -334,6 +334,8 @@ mod tests {
                 entry_missing: false,
                 args_unreadable: false,
                 path_misses: 0,
+                sha256: None,
+                sha256_skipped: None,
             }),
         }
     }

@@ -159,6 +159,15 @@ pub struct DetectArgs {
     /// ...within this window (e.g. 60s, 5m).
     #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub brute_force_window: Option<std::time::Duration>,
+    /// Threat-intelligence list: addresses, CIDRs, domains, SHA-256s, one a
+    /// line, or a feed's CSV (repeatable; replaces `ioc` of the config file).
+    /// Reloaded when it changes.
+    #[arg(long = "ioc", value_name = "PATH")]
+    pub ioc: Vec<PathBuf>,
+    /// Hash every executed file (SHA-256 in exec events) even when no IoC
+    /// list has hashes.
+    #[arg(long)]
+    pub hash_executables: bool,
 }
 
 #[derive(Debug, Clone, Args)]

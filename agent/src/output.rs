@@ -109,7 +109,7 @@ impl<W: Write> JsonLines<W> {
         }
         // Before detection: an alert carries its event as printed.
         ev.user = self.users.name(ev.uid);
-        self.detect.process(&ev, &mut self.alerts);
+        self.detect.process(&mut ev, &mut self.alerts);
         if print {
             self.write(&ev)?;
         }

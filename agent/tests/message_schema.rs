@@ -128,6 +128,9 @@ fn exec(success: bool) -> Exec {
         entry_missing: false,
         args_unreadable: false,
         path_misses: if success { 2 } else { 0 },
+        // ExtraDetails.Sha256 of a hashed exec validates too.
+        sha256: success.then(|| "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into()),
+        sha256_skipped: None,
     }
 }
 

@@ -20,6 +20,8 @@ pub struct DetectConfig {
     pub disabled: BTreeSet<String>,
     /// Built-in detectors' tuning.
     pub builtin: BuiltinConfig,
+    /// Threat-intelligence lists and executable hashing.
+    pub ioc: super::ioc::IocConfig,
     /// Where the detectors read /proc (`--proc-root`: a host's /proc mounted
     /// elsewhere; a fake tree in tests): listening sockets at start, a shell's
     /// stdin/stdout, the executable of a process that gained uid 0.
@@ -51,6 +53,7 @@ impl Default for DetectConfig {
             rules: Vec::new(),
             disabled: BTreeSet::new(),
             builtin: BuiltinConfig::default(),
+            ioc: super::ioc::IocConfig::default(),
             proc_root: PathBuf::from("/proc"),
             agent_pid: std::process::id(),
             agent_exe: std::env::current_exe().ok().map(|p| p.to_string_lossy().into_owned()),
@@ -100,6 +103,20 @@ impl DetectConfig {
             if let Some(p) = &f.privileged_programs {
                 b.privileged_programs.clone_from(p);
             }
+            let i = &mut cfg.ioc;
+            if let Some(l) = &f.ioc {
+                i.lists.clone_from(l);
+            }
+            i.hash_executables = f.hash_executables;
+            if let Some(v) = &f.hash_max_size {
+                i.hash_max_size = v.bytes().map_err(|e| invalid("hash_max_size", e))?;
+            }
+            if let Some(v) = &f.hash_rate {
+                i.hash_rate = v.bytes().map_err(|e| invalid("hash_rate", e))?;
+            }
+            if let Some(w) = &f.ioc_reload_interval {
+                i.reload_interval = parse_duration(w).map_err(|e| invalid("ioc_reload_interval", e))?;
+            }
         }
         if args.no_detect {
             cfg.enabled = false;
@@ -114,6 +131,21 @@ impl DetectConfig {
         if let Some(w) = args.brute_force_window {
             cfg.builtin.brute_force_window = w;
         }
+        if !args.ioc.is_empty() {
+            cfg.ioc.lists.clone_from(&args.ioc);
+        }
+        if args.hash_executables {
+            cfg.ioc.hash_executables = Some(true);
+        }
+        if cfg.ioc.hash_rate < 64 * 1024 {
+            return Err(invalid(
+                "hash_rate",
+                "below 64KiB (a second): executables would wait minutes for a hash",
+            ));
+        }
+        if cfg.ioc.reload_interval < Duration::from_secs(1) {
+            return Err(invalid("ioc_reload_interval", "under 1s"));
+        }
 
         if cfg.builtin.brute_force_failures == 0 {
             return Err(invalid("brute_force_failures", "0: at least one failure"));
@@ -126,6 +158,13 @@ impl DetectConfig {
             for p in &cfg.rules {
                 if let Err(e) = std::fs::metadata(p) {
                     return Err(invalid("rules", format!("{}: {e}", p.display())));
+                }
+            }
+            for p in &cfg.ioc.lists {
+                match std::fs::metadata(p) {
+                    Ok(m) if m.is_file() => {}
+                    Ok(_) => return Err(invalid("ioc", format!("{}: not a file", p.display()))),
+                    Err(e) => return Err(invalid("ioc", format!("{}: {e}", p.display()))),
                 }
             }
         }
@@ -149,6 +188,52 @@ pub struct FileDetect {
     pub brute_force_window: Option<String>,
     pub tmp_dirs: Option<Vec<String>>,
     pub privileged_programs: Option<Vec<String>>,
+    /// IoC list files.
+    pub ioc: Option<Vec<PathBuf>>,
+    /// true/false; absent: hash when a list has SHA-256s.
+    pub hash_executables: Option<bool>,
+    /// Bytes: 67108864 or "64MiB".
+    pub hash_max_size: Option<Size>,
+    /// Bytes a second: "32MiB".
+    pub hash_rate: Option<Size>,
+    /// Duration string ("10s").
+    pub ioc_reload_interval: Option<String>,
+}
+
+/// A size in the config file: a number of bytes, or a string with a unit
+/// (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`: powers of 1024; `KB`, `MB`, `GB`: of 1000).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(t) => parse_size(t),
+        }
+    }
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?}: not a size (e.g. 64MiB)"))?;
+    let mul: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    n.checked_mul(mul).ok_or_else(|| format!("{s:?}: too large"))
 }
 
 #[cfg(test)]
@@ -204,5 +289,38 @@ mod tests {
         assert!(err("brute_force_failures = 0").contains("detect.brute_force_failures"));
         assert!(err("rules = [\"/nonexistent/rules.yml\"]").contains("/nonexistent/rules.yml"));
         assert!(toml::from_str::<FileDetect>("brute_force = 3").is_err(), "unknown keys are rejected");
+        assert!(err("ioc = [\"/nonexistent/c2.txt\"]").contains("detect.ioc: /nonexistent/c2.txt"));
+        assert!(err("hash_max_size = \"64 parsecs\"").contains("detect.hash_max_size"));
+        assert!(err("hash_rate = 100").contains("detect.hash_rate"));
+    }
+
+    #[test]
+    fn ioc_settings() {
+        let f = file(
+            r#"
+            ioc = ["/"]
+            hash_executables = false
+            hash_max_size = "16MiB"
+            hash_rate = 1048576
+            ioc_reload_interval = "1m"
+            "#,
+        );
+        let cfg = DetectConfig::resolve(Some(&f), &DetectArgs::default()).unwrap_err().to_string();
+        assert!(cfg.contains("not a file"), "{cfg}");
+        let f = FileDetect { ioc: Some(vec!["/etc/hostname".into()]), ..f };
+        let cfg = DetectConfig::resolve(Some(&f), &DetectArgs::default()).unwrap();
+        assert_eq!(cfg.ioc.lists, [PathBuf::from("/etc/hostname")]);
+        assert_eq!(
+            (cfg.ioc.hash_executables, cfg.ioc.hash_max_size, cfg.ioc.hash_rate),
+            (Some(false), 16 << 20, 1 << 20)
+        );
+        assert_eq!(cfg.ioc.reload_interval, Duration::from_secs(60));
+        let args =
+            DetectArgs { ioc: vec!["/etc/passwd".into()], hash_executables: true, ..DetectArgs::default() };
+        let cfg = DetectConfig::resolve(Some(&f), &args).unwrap();
+        assert_eq!(cfg.ioc.lists, [PathBuf::from("/etc/passwd")], "--ioc replaces the file's lists");
+        assert_eq!(cfg.ioc.hash_executables, Some(true));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2 MB"), Ok(2_000_000));
     }
 }

@@ -9,7 +9,10 @@
 //! - [`sigma`]: Sigma rules (files given with `--rules` / `[detect] rules`),
 //!   detection and correlation rules;
 //! - [`builtin`]: stateful detectors a single-event rule cannot express
-//!   (one file each: `exec-from-tmp`, `login-brute-force`, ...).
+//!   (one file each: `exec-from-tmp`, `login-brute-force`, ...);
+//! - [`ioc`]: threat-intelligence lists (`--ioc` / `[detect] ioc`):
+//!   addresses, CIDRs, domains, executables' SHA-256 (hashed off the event
+//!   path).
 //!
 //! [`Detect`] runs them all and hands each alert back as an [`Event`] of kind
 //! `alert` (the triggering event's header, the alert as its body), which
@@ -18,6 +21,7 @@
 pub mod alert;
 pub mod builtin;
 pub mod config;
+pub mod ioc;
 pub mod sigma;
 
 use chrono::{DateTime, Utc};
@@ -51,6 +55,13 @@ pub trait Detector: Send {
     /// Looks at one enriched event; appends what it fires to `out`. Time is
     /// the event's own (`ev.time`), never the clock.
     fn observe(&mut self, ev: &Event, out: &mut Vec<Alert>);
+    /// Adds what the detector learns about the event to it, before any
+    /// detector observes it and before it is printed or published (the IoC
+    /// detector's executable SHA-256). Must not block.
+    fn annotate(&mut self, _ev: &mut Event) {}
+    /// Writes the detector's own counters into the stage's (after it is
+    /// built and at every tick).
+    fn report(&self, _stats: &mut DetectStats) {}
     /// Called about once a second with the current time: expire state, fire
     /// alerts whose window closed without a further event.
     fn tick(&mut self, _now: DateTime<Utc>, _out: &mut Vec<Alert>) {}
@@ -77,6 +88,9 @@ pub struct DetectStats {
     /// feed...).
     pub rules_loaded: u64,
     pub rules_skipped: std::collections::BTreeMap<String, u64>,
+    /// IoC lists (entries, malformed lines, reloads) and executable hashing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ioc: Option<ioc::IocStats>,
 }
 
 /// The stage: every enabled detector, in order.
@@ -97,6 +111,12 @@ impl Detect {
             if let Some(engine) = sigma::load(cfg, &mut stats)? {
                 detectors.push(Box::new(engine));
             }
+            if let Some(ioc) = ioc::load(cfg)? {
+                detectors.push(Box::new(ioc));
+            }
+        }
+        for d in &detectors {
+            d.report(&mut stats);
         }
         Ok(Detect { detectors, scratch: Vec::new(), stats })
     }
@@ -121,12 +141,16 @@ impl Detect {
     }
 
     /// Runs every detector over `ev` (alerts themselves are not looked at);
-    /// each alert is appended to `out` as an event of kind `alert`.
-    pub fn process(&mut self, ev: &Event, out: &mut Vec<Event>) {
+    /// each alert is appended to `out` as an event of kind `alert`. What the
+    /// detectors annotate (an exec's `sha256`) is added to `ev` first.
+    pub fn process(&mut self, ev: &mut Event, out: &mut Vec<Event>) {
         if self.detectors.is_empty() || matches!(ev.body, Body::Alert(_)) {
             return;
         }
         self.stats.events += 1;
+        for d in &mut self.detectors {
+            d.annotate(ev);
+        }
         for d in &mut self.detectors {
             d.observe(ev, &mut self.scratch);
         }
@@ -137,6 +161,7 @@ impl Detect {
     pub fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Event>) {
         for d in &mut self.detectors {
             d.tick(now, &mut self.scratch);
+            d.report(&mut self.stats);
         }
         self.emit(out);
     }

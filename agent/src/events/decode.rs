@@ -201,6 +201,8 @@ fn decode_exec(buf: &[u8]) -> Result<Exec, DecodeError> {
         entry_missing: flags & exec_flags::ENTRY_MISSING != 0,
         args_unreadable: flags & exec_flags::ARGS_UNREADABLE != 0,
         path_misses: 0,
+        sha256: None,
+        sha256_skipped: None,
     })
 }
 

@@ -185,6 +185,16 @@ pub struct Exec {
     /// folded into it: a shell's PATH search (`--exec-misses fold`).
     #[serde(skip_serializing_if = "is_zero")]
     pub path_misses: u32,
+    /// SHA-256 of the executed file (lowercase hex), when executables are
+    /// hashed (an IoC list has hashes, or `hash_executables`) and the file's
+    /// hash was already known: computed off the event path, so the first
+    /// exec of a new file has none and later execs of it do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Why the file was not hashed: `too_large` (over `hash_max_size`),
+    /// `unreadable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256_skipped: Option<&'static str>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -378,6 +388,8 @@ mod tests {
                 entry_missing: true,
                 args_unreadable: true,
                 path_misses: 3,
+                sha256: None,
+                sha256_skipped: None,
             }),
             Kind::Exit => Body::Exit(Exit { exit_code: Some(1), signal: Some(9) }),
             Kind::Fork => Body::Fork(Fork { child_pid: 12 }),

@@ -85,6 +85,11 @@ pub mod keys {
     pub const CAP_INHERITABLE: &str = "CapInheritable";
     /// exec: failed (ENOENT) execs of the PATH search folded into this one.
     pub const PATH_MISSES: &str = "PathMisses";
+    /// The executed file's SHA-256 (hex), when hashed in time (see the
+    /// `sha256` of exec events).
+    pub const SHA256: &str = "Sha256";
+    /// Why it was not hashed: `too_large`, `unreadable`.
+    pub const SHA256_SKIPPED: &str = "Sha256Skipped";
     /// connect: the outcome of an earlier in_progress connect ("true").
     pub const ASYNC_OUTCOME: &str = "AsyncOutcome";
     /// The peer of the connection is unknown ("true"): the required
@@ -181,6 +186,12 @@ fn process_create(ev: &Event, exec: &Exec) -> ProcessCreate {
     flag(&mut extra, keys::ENTRY_MISSING, exec.entry_missing);
     if exec.path_misses > 0 {
         set(&mut extra, keys::PATH_MISSES, exec.path_misses);
+    }
+    if let Some(h) = &exec.sha256 {
+        set(&mut extra, keys::SHA256, h);
+    }
+    if let Some(why) = exec.sha256_skipped {
+        set(&mut extra, keys::SHA256_SKIPPED, why);
     }
     ProcessCreate {
         executable,

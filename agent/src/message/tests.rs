@@ -35,6 +35,8 @@ pub(crate) fn exec_ok() -> Exec {
         entry_missing: false,
         args_unreadable: false,
         path_misses: 0,
+        sha256: None,
+        sha256_skipped: None,
     }
 }
 

@@ -27,7 +27,7 @@ mod shell_from_service;
 mod user_account_change;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -231,10 +231,10 @@ mod tests {
     fn the_stage_runs_them_and_a_disabled_one_stays_quiet() {
         let s = Scratch::new("stage");
         let mut cfg = s.config();
-        let ev = exec(0.0, 10, 1, "/tmp/xmrig", &["xmrig", "-o", "stratum+tcp://p:3333"]);
+        let mut ev = exec(0.0, 10, 1, "/tmp/xmrig", &["xmrig", "-o", "stratum+tcp://p:3333"]);
         let mut stage = crate::detect::Detect::new(&cfg).unwrap();
         let mut out = Vec::new();
-        stage.process(&ev, &mut out);
+        stage.process(&mut ev, &mut out);
         let rules: Vec<String> = out
             .iter()
             .map(|e| match &e.body {
@@ -246,7 +246,7 @@ mod tests {
         cfg.disabled.insert("crypto-miner".into());
         let mut stage = crate::detect::Detect::new(&cfg).unwrap();
         out.clear();
-        stage.process(&ev, &mut out);
+        stage.process(&mut ev, &mut out);
         assert_eq!(out.len(), 1);
     }
 

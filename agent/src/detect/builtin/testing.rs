@@ -51,6 +51,8 @@ pub fn exec(at: f64, pid: u32, ppid: u32, path: &str, argv: &[&str]) -> Event {
             entry_missing: false,
             args_unreadable: false,
             path_misses: 0,
+            sha256: None,
+            sha256_skipped: None,
         }),
     );
     ev.ppid = Some(ppid);

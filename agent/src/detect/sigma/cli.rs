@@ -319,6 +319,8 @@ pub fn synthetic() -> Vec<Event> {
                 entry_missing: false,
                 args_unreadable: false,
                 path_misses: 0,
+                sha256: None,
+                sha256_skipped: None,
             }),
         ));
     }

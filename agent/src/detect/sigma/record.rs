@@ -39,6 +39,8 @@ pub fn event_of_json(v: &Value) -> Result<Option<Event>, String> {
             entry_missing: flag(v, "entry_missing"),
             args_unreadable: flag(v, "args_unreadable"),
             path_misses: v.get("path_misses").and_then(Value::as_u64).unwrap_or(0) as u32,
+            sha256: v.get("sha256").and_then(Value::as_str).map(String::from),
+            sha256_skipped: None,
         }),
         "exit" => Body::Exit(Exit {
             exit_code: v.get("exit_code").and_then(Value::as_i64).map(|c| c as i32),

@@ -57,6 +57,8 @@ fn exec_at(at: i64, pid: u32, image: &str, argv: &[&str], parent: &str) -> Event
             entry_missing: false,
             args_unreadable: false,
             path_misses: 0,
+            sha256: None,
+            sha256_skipped: None,
         }),
     )
 }
