@@ -18,6 +18,7 @@ shrike_tests::both_transports!(
     nonblocking_connect_established_later,
     accept_without_peer_address,
     accept_on_a_listener_older_than_the_agent,
+    nonblocking_connect_timed_out,
 );
 
 /// The agent with the network kinds only (the process table behind ppid and
@@ -337,5 +338,43 @@ fn accept_on_a_listener_older_than_the_agent(transport: &str) {
     agent.wait_for("the marker connect", |e| is(e, "connect", me) && e["remote_port"] == mport);
     let accepts = agent.matching(|e| is(e, "accept", me));
     assert!(accepts.is_empty(), "a unix accept reported as a connection: {accepts:?}");
+    stop(agent, transport);
+}
+
+/// A non-blocking connect whose SYNs are all dropped times out: its outcome
+/// comes from the retransmission timer, `failed` (the tracepoints do not give
+/// the error: ETIMEDOUT here). In a network namespace of its own, where one
+/// SYN retry (tcp_syn_retries=1) makes the timeout 3 s; the SYNs go to a
+/// listener whose queue is full.
+fn nonblocking_connect_timed_out(transport: &str) {
+    let agent = start(transport);
+    let port = "4242";
+    let script = format!(
+        "ip link set lo up && sysctl -qw net.ipv4.tcp_syn_retries=1 && \
+         exec {helper} listen-full 127.0.0.1 {port} connect-tcp-nb 127.0.0.1 {port}",
+        helper = helper_bin!()
+    );
+    let mut h = Helper::spawn(Command::new("unshare").args(["-n", "sh", "-c", &script]));
+    let pid = h.pid();
+    let full = h.line();
+    assert_eq!(full.op, "listen-full", "{full:?}");
+    let first = h.line();
+    assert_eq!(first.get("errno"), "115", "{first:?}");
+    let fd = first.num::<i32>("fd");
+    let done = h.line();
+    assert_eq!(done.get("so_error"), "110", "{done:?}");
+    assert!(h.wait().success());
+    let evs = agent.wait_for_count(2, "the timed-out connect and its outcome", |e| {
+        is(e, "connect", pid) && e["fd"] == fd
+    });
+    assert_eq!(evs[0]["status"], "in_progress", "{evs:?}");
+    let outcome = &evs[1];
+    assert_eq!(outcome["async_outcome"], true, "{outcome}");
+    assert_eq!(outcome["status"], "failed", "{outcome}");
+    assert_eq!(outcome.get("error"), None, "{outcome}");
+    assert_eq!(outcome["remote_port"], 4242, "{outcome}");
+    assert!(outcome["local_port"].as_u64().is_some_and(|p| p > 0), "{outcome}");
+    let waited = outcome["ktime_ns"].as_u64().unwrap() - evs[0]["ktime_ns"].as_u64().unwrap();
+    assert!(waited > 2_000_000_000, "the outcome came with the timeout, {waited} ns later");
     stop(agent, transport);
 }

@@ -21,6 +21,8 @@
 //! - `connect-tcp ADDR PORT`, `connect-udp ADDR PORT`: one blocking connect.
 //! - `connect-tcp-nb ADDR PORT`: a non-blocking connect (curl's way): prints
 //!   its result, waits for the outcome (poll, SO_ERROR) and prints it.
+//! - `listen-full ADDR PORT`: a listener with backlog 0 whose queue one
+//!   connection fills: later SYNs to it are dropped (kept until exit).
 //! - `listen ADDR PORT`: bind, listen, print the port, accept one connection.
 //! - `listen-null ADDR PORT`: the same, waiting in poll(2), with
 //!   accept(fd, NULL, NULL) (no peer address for the kernel to read); keeps
@@ -142,6 +144,7 @@ fn main() {
             "connect-udp" => connect(libc::SOCK_DGRAM, addr(&mut args)),
             "connect-tcp-nb" => connect_nonblocking(addr(&mut args)),
             "listen" => listen(addr(&mut args), false),
+            "listen-full" => listen_full(addr(&mut args)),
             "listen-null" => listen(addr(&mut args), true),
             "spawn-many" => {
                 let n: u64 = args.num("count");
@@ -361,6 +364,27 @@ fn connect_nonblocking(sa: SocketAddr) {
     say(&format!("outcome so_error={err} local_addr={lip} local_port={lport}"));
     // SAFETY: closes the socket we opened.
     unsafe { libc::close(fd) };
+}
+
+fn listen_full(sa: SocketAddr) {
+    let fd = socket_for(sa, libc::SOCK_STREAM);
+    let (ss, len) = raw_sockaddr(sa);
+    // SAFETY: bind/listen on our socket with a valid sockaddr.
+    unsafe {
+        if libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) != 0 {
+            die(&format!("bind {sa}: errno {}", errno()));
+        }
+        if libc::listen(fd, 0) != 0 {
+            die(&format!("listen: errno {}", errno()));
+        }
+    }
+    let filler = socket_for(sa, libc::SOCK_STREAM);
+    // SAFETY: ss holds a valid sockaddr of `len` bytes.
+    if unsafe { libc::connect(filler, (&ss as *const libc::sockaddr_storage).cast(), len) } != 0 {
+        die(&format!("filler connect: errno {}", errno()));
+    }
+    // Both sockets stay open until the helper exits.
+    say(&format!("listen-full fd={fd} filler={filler}"));
 }
 
 fn listen(sa: SocketAddr, null_peer: bool) {
