@@ -30,6 +30,10 @@ pub enum Command {
     /// Sigma rules without the kernel (no root needed): validate them, or run
     /// them over recorded `shrike events` output.
     Rules(RulesArgs),
+    /// The OS baseline: runs the security configuration checks (Shrike's
+    /// gateway policy and SCA policy files) once, without the kernel probes;
+    /// exits 1 when a high-severity check fails.
+    Recommendations(crate::recommend::cli::RecommendArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -259,7 +263,8 @@ pub struct RunArgs {
     /// Default aggregation interval of every kind.
     #[arg(long)]
     pub aggregate_interval: Option<String>,
-    /// KIND=high|low|off (repeatable). Off kinds are not collected at all.
+    /// KIND=high|low|off (repeatable). Off kinds are not published (nor
+    /// collected, unless detection looks at them); alerts are always high.
     #[arg(long = "priority", value_parser = crate::config::parse_kind_value)]
     pub priorities: Vec<(Kind, String)>,
     /// KIND=DURATION|off (repeatable): aggregation per kind.

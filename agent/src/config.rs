@@ -108,7 +108,8 @@ fn invalid(setting: &str, reason: impl std::fmt::Display) -> ConfigError {
 }
 
 /// A kind's priority: High (sent within `high_interval`), Low (batched every
-/// `low_interval`) or Off (not collected: its probes are not attached).
+/// `low_interval`) or Off (not published; its probes are attached only when
+/// detection looks at the kind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KindPriority {

@@ -15,6 +15,7 @@ pub mod message;
 pub mod output;
 pub mod probes;
 pub mod publish;
+pub mod recommend;
 pub mod telemetry;
 
 /// `shrike --version`: the workspace version and the git commit it was built from.
