@@ -82,10 +82,10 @@ impl Env {
 
     fn source(&mut self, src: &Source) -> Result<Vec<Line>, String> {
         if let Some((_, r)) = self.cache.iter().find(|(s, _)| s == src) {
-            return r.as_ref().map(|v| v.clone()).map_err(Clone::clone);
+            return r.clone();
         }
         let r = sources::lines(src, self);
-        self.cache.push((src.clone(), r.as_ref().map(|v| v.clone()).map_err(Clone::clone)));
+        self.cache.push((src.clone(), r.clone()));
         r
     }
 }
