@@ -1,5 +1,12 @@
-//! `shrike run`: kernel events -> enrichment -> aggregation -> priority
-//! batches -> security messages -> spool -> MQTT (or stdout with --dry-run).
+//! `shrike run`: kernel events -> enrichment -> detection -> aggregation ->
+//! priority batches -> security messages -> spool -> MQTT (or stdout with
+//! --dry-run).
+//!
+//! This file is the run loop; the jobs it drives: `settings` (defaults, the
+//! file and flags into `RunSettings`), `pipeline` (detection, aggregation
+//! into batches), `batches` (messages per priority, where they go),
+//! `publisher` (its lifecycle: start, swap, retry, stop), `reload` (SIGHUP),
+//! `timers` and `health` (the health events).
 
 mod batches;
 mod health;
