@@ -172,6 +172,9 @@ pub struct DetectArgs {
     /// list has hashes.
     #[arg(long)]
     pub hash_executables: bool,
+    /// How often the IoC list files are checked for changes (default 10s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+    pub ioc_reload_interval: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -137,6 +137,9 @@ impl DetectConfig {
         if args.hash_executables {
             cfg.ioc.hash_executables = Some(true);
         }
+        if let Some(i) = args.ioc_reload_interval {
+            cfg.ioc.reload_interval = i;
+        }
         if cfg.ioc.hash_rate < 64 * 1024 {
             return Err(invalid(
                 "hash_rate",
