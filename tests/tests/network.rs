@@ -7,7 +7,7 @@ use std::{
     process::Command,
 };
 
-use shrike_tests::{Agent, Helper, Value, assert_enriched, free_port, helper_bin, is, run_helper};
+use shrike_tests::{Agent, Helper, Value, WAIT, assert_enriched, free_port, helper_bin, is, run_helper};
 
 shrike_tests::both_transports!(
     connect_tcp,
@@ -348,33 +348,50 @@ fn accept_on_a_listener_older_than_the_agent(transport: &str) {
 /// listener whose queue is full.
 fn nonblocking_connect_timed_out(transport: &str) {
     let agent = start(transport);
-    let port = "4242";
-    let script = format!(
-        "ip link set lo up && sysctl -qw net.ipv4.tcp_syn_retries=1 && \
-         exec {helper} listen-full 127.0.0.1 {port} connect-tcp-nb 127.0.0.1 {port}",
-        helper = helper_bin!()
-    );
-    let mut h = Helper::spawn(Command::new("unshare").args(["-n", "sh", "-c", &script]));
-    let pid = h.pid();
-    let full = h.line();
-    assert_eq!(full.op, "listen-full", "{full:?}");
-    let first = h.line();
-    assert_eq!(first.get("errno"), "115", "{first:?}");
-    let fd = first.num::<i32>("fd");
-    let done = h.line();
-    assert_eq!(done.get("so_error"), "110", "{done:?}");
-    assert!(h.wait().success());
-    let evs = agent.wait_for_count(2, "the timed-out connect and its outcome", |e| {
-        is(e, "connect", pid) && e["fd"] == fd
-    });
-    assert_eq!(evs[0]["status"], "in_progress", "{evs:?}");
-    let outcome = &evs[1];
-    assert_eq!(outcome["async_outcome"], true, "{outcome}");
-    assert_eq!(outcome["status"], "failed", "{outcome}");
-    assert_eq!(outcome.get("error"), None, "{outcome}");
-    assert_eq!(outcome["remote_port"], 4242, "{outcome}");
-    assert!(outcome["local_port"].as_u64().is_some_and(|p| p > 0), "{outcome}");
-    let waited = outcome["ktime_ns"].as_u64().unwrap() - evs[0]["ktime_ns"].as_u64().unwrap();
-    assert!(waited > 2_000_000_000, "the outcome came with the timeout, {waited} ns later");
-    stop(agent, transport);
+    // The outcome comes from the retransmission timer, in softirq context:
+    // when that interrupts another BPF program on the same CPU the kernel
+    // skips ours (its recursion-miss counter; README, "Events"), and only
+    // the in_progress event is seen. Rare (about 1 in 8 runs while other
+    // probe-heavy tests ran beside it): a second attempt tells such a miss
+    // from a broken probe, which misses every time.
+    let mut attempts = Vec::new();
+    for attempt in 1..=3 {
+        let port = (4242 + attempt).to_string();
+        let script = format!(
+            "ip link set lo up && sysctl -qw net.ipv4.tcp_syn_retries=1 && \
+             exec {helper} listen-full 127.0.0.1 {port} connect-tcp-nb 127.0.0.1 {port}",
+            helper = helper_bin!()
+        );
+        let mut h = Helper::spawn(Command::new("unshare").args(["-n", "sh", "-c", &script]));
+        let pid = h.pid();
+        let full = h.line();
+        assert_eq!(full.op, "listen-full", "{full:?}");
+        let first = h.line();
+        assert_eq!(first.get("errno"), "115", "{first:?}");
+        let fd = first.num::<i32>("fd");
+        let done = h.line();
+        assert_eq!(done.get("so_error"), "110", "{done:?}");
+        assert!(h.wait().success());
+        let mine = |e: &Value| is(e, "connect", pid) && e["fd"] == fd;
+        if !agent.try_wait_until(WAIT, |evs| evs.iter().filter(|e| mine(e)).count() >= 2) {
+            let seen = agent.matching(mine);
+            eprintln!("attempt {attempt}: the outcome was not reported (seen: {seen:?}); trying again");
+            assert_eq!(seen.len(), 1, "the in_progress event itself is missing: {seen:?}");
+            attempts.push(seen);
+            continue;
+        }
+        let evs = agent.matching(mine);
+        assert_eq!(evs[0]["status"], "in_progress", "{evs:?}");
+        let outcome = &evs[1];
+        assert_eq!(outcome["async_outcome"], true, "{outcome}");
+        assert_eq!(outcome["status"], "failed", "{outcome}");
+        assert_eq!(outcome.get("error"), None, "{outcome}");
+        assert_eq!(outcome["remote_port"], port.parse::<u64>().unwrap(), "{outcome}");
+        assert!(outcome["local_port"].as_u64().is_some_and(|p| p > 0), "{outcome}");
+        let waited = outcome["ktime_ns"].as_u64().unwrap() - evs[0]["ktime_ns"].as_u64().unwrap();
+        assert!(waited > 2_000_000_000, "the outcome came with the timeout, {waited} ns later");
+        stop(agent, transport);
+        return;
+    }
+    panic!("no timed-out connect's outcome was reported in 3 attempts: {attempts:?}");
 }
