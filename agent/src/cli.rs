@@ -34,6 +34,34 @@ pub enum Command {
     /// gateway policy and SCA policy files) once, without the kernel probes;
     /// exits 1 when a high-severity check fails.
     Recommendations(crate::recommend::cli::RecommendArgs),
+    /// Threat-intelligence lists without the kernel: validate them (counts
+    /// by type, malformed lines with their line numbers).
+    Ioc(IocArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IocArgs {
+    #[command(subcommand)]
+    pub command: IocCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum IocCommand {
+    /// Parses list files as the agent does; prints `file:line: reason` for
+    /// malformed lines and each file's counts (exit 2 when one cannot be read).
+    Check {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Load time, RSS and lookup cost of one list (for `cargo xtask bench
+    /// --ioc`).
+    #[command(hide = true)]
+    Bench {
+        path: PathBuf,
+        /// Lookups of each type timed.
+        #[arg(long, default_value_t = 1_000_000)]
+        lookups: usize,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -19,6 +19,8 @@
 //! `bench.json`, `throughput.png`, `loss.png` and `results.md` in `--out`.
 //!
 //! `--sigma DIR`: only the Sigma detection cost (see sigma_bench.rs).
+//! `--ioc`: only the IoC lists' load time, RSS and lookup cost at a million
+//! entries (see ioc_bench.rs).
 //!
 //! Needs root; installs missing Debian packages (mosquitto, auditd, bpftrace,
 //! libbpf-tools, pamtester, stress-ng) with apt-get. A peer that cannot run is
@@ -73,6 +75,13 @@ pub struct BenchArgs {
     /// The recording the Sigma phase replays (default: a built-in mix).
     #[arg(long, value_name = "FILE.jsonl")]
     sigma_events: Option<PathBuf>,
+    /// Only the IoC phase: a generated list loaded by the agent (load time,
+    /// RSS, lookup cost). No root needed.
+    #[arg(long)]
+    ioc: bool,
+    /// Entries in the IoC phase's list.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    ioc_entries: usize,
 }
 
 const CONFIGS: &[&str] = &["none", "shrike", "auditd", "bpftrace", "execsnoop"];
@@ -1605,8 +1614,8 @@ struct Sample {
 }
 
 pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
-    if !args.sigma.is_empty() {
-        if !args.sigma.iter().any(|d| d.exists()) {
+    if !args.sigma.is_empty() || args.ioc {
+        if !args.ioc && !args.sigma.iter().any(|d| d.exists()) {
             crate::sigma_bench::skipped(&args.sigma);
             return Ok(());
         }
@@ -1627,7 +1636,12 @@ pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
         };
         let out = args.out.clone().unwrap_or_else(|| "target/bench".into());
         let out = if out.is_absolute() { out } else { root.join(out) };
-        crate::sigma_bench::run(&agent, &args.sigma, args.sigma_events.as_deref(), &out)?;
+        if args.ioc {
+            crate::ioc_bench::run(&agent, args.ioc_entries, &out)?;
+        }
+        if !args.sigma.is_empty() {
+            crate::sigma_bench::run(&agent, &args.sigma, args.sigma_events.as_deref(), &out)?;
+        }
         return Ok(());
     }
     let t_start = Instant::now();

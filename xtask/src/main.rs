@@ -13,6 +13,7 @@ use std::{
 };
 
 mod bench;
+mod ioc_bench;
 mod sigma_bench;
 
 use anyhow::{Context, bail};

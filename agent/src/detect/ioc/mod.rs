@@ -22,6 +22,7 @@
 //! entries (logged); a malformed line is counted, reported with its line
 //! number, and the rest loads.
 
+pub mod cli;
 pub mod hasher;
 pub mod list;
 
