@@ -385,3 +385,49 @@ fn local_users_join() {
     assert_eq!(LocalUsers::join(["root", "daemon"]), "root;daemon");
     assert_eq!(LocalUsers::join(Vec::<String>::new()), "");
 }
+
+fn alert(command_line: &str, tags: &[&str]) -> Alert {
+    Alert {
+        rule_id: "exec-from-tmp".into(),
+        severity: AlertSeverity::Critical,
+        source: Some("builtin".into()),
+        title: "Program executed from a temporary directory".into(),
+        description: None,
+        remediation: Some("Find what wrote it".into()),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        process_id: Some(42),
+        executable: Some("/tmp/x".into()),
+        command_line: Some(command_line.into()),
+        user_id: Some("0".into()),
+        user_name: None,
+        remote_address: None,
+        remote_port: None,
+        extra_details: [("TriggerKind".to_string(), "exec".to_string())].into(),
+    }
+}
+
+#[test]
+fn alert_fields_and_their_aggregation() {
+    let v = serde_json::to_value(event_at(alert("/tmp/x -a", &["attack.execution", "attack.t1204.002"])))
+        .unwrap();
+    assert_eq!((&v["Name"], &v["Category"]), (&json!("Alert"), &json!("Triggered")));
+    let p = &v["Payload"][0];
+    assert_eq!(p["Severity"], "Critical");
+    assert_eq!(p["Source"], "builtin");
+    assert_eq!(p["Remediation"], "Find what wrote it");
+    assert_eq!(p["Tags"], json!(["attack.execution", "attack.t1204.002"]));
+    assert!(p.get("Description").is_none());
+    // The reader takes what the writer wrote.
+    let msg = Message::new(agent(), "1", vec![event_at(alert("x", &[]))]).unwrap();
+    let back = Message::from_json(&serde_json::to_vec(&msg).unwrap()).unwrap();
+    let Payload::Alert(items) = &back.events()[0].payload else { panic!("not an alert") };
+    assert!(items[0].tags.is_empty() && items[0].severity == AlertSeverity::Critical);
+    let json = serde_json::to_value(&msg).unwrap();
+    assert!(json["Events"][0]["Payload"][0].get("Tags").is_none(), "no tags: left out");
+
+    // Repeats of a rule for one process: the tags they share stay.
+    let mut agg = Aggregate::new(alert("/tmp/x -a", &["attack.execution", "attack.t1204.002"]), t0());
+    agg.add(&alert("/tmp/x -b", &["attack.t1204.002", "attack.t1620"]), t0()).unwrap();
+    assert_eq!(agg.hits(), 2);
+    assert_eq!(agg.into_item().tags, ["attack.t1204.002"]);
+}
