@@ -115,15 +115,16 @@ fn alerts_reach_the_broker_within_the_high_interval_and_survive_a_broken_reload(
     let staged = dir.path().join("staged-true");
     std::fs::copy("/bin/true", &staged).expect("copying /bin/true");
 
-    // Every kernel kind low and aggregated for an hour: only alerts can
-    // arrive while this test runs.
+    // exec off (not published: its probes are attached for detection all
+    // the same), the other kernel kinds low and aggregated for an hour: only
+    // alerts can arrive while this test runs.
     let cfg = dir.path().join("shrike.toml");
     std::fs::write(
         &cfg,
         format!(
             "hub = \"mqtt://127.0.0.1:{}\"\nclient_id = \"{CLIENT_ID}\"\nagent_id_file = \"{}\"\n\
              spool_dir = \"{}\"\nhigh_interval = \"{}ms\"\nlow_interval = \"1h\"\naggregate_interval = \"1h\"\n\
-             [priority]\nlogin = \"low\"\nprivilege = \"low\"\n\
+             [priority]\nexec = \"off\"\nlogin = \"low\"\nprivilege = \"low\"\n\
              [detect]\nrules = [\"{}\"]\n",
             broker.port,
             dir.path().join("agent-id").display(),
