@@ -185,6 +185,21 @@ pub struct DetectArgs {
     /// (repeatable; added to `disabled` of the config file).
     #[arg(long = "disable-rule", value_name = "ID")]
     pub disable_rules: Vec<String>,
+    /// A security configuration policy in Wazuh's SCA format for the
+    /// recommendations (repeatable; added to `policies` of the config file,
+    /// besides Shrike's built-in gateway policy).
+    #[arg(long = "policy", value_name = "PATH")]
+    pub policies: Vec<PathBuf>,
+    /// Run the command (`c:`) rules of the local policy files.
+    #[arg(long)]
+    pub allow_commands: bool,
+    /// No recommendations (the OS baseline at start and every snapshot interval).
+    #[arg(long)]
+    pub no_recommendations: bool,
+    /// The root file system the recommendations assess (a host's / mounted
+    /// in a container, an image) [default: /].
+    #[arg(long, value_name = "DIR")]
+    pub recommend_root: Option<PathBuf>,
     /// login-brute-force: failed logins for one user or one remote host...
     #[arg(long, value_name = "N")]
     pub brute_force_failures: Option<u32>,

@@ -98,6 +98,16 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
     let mut detect_cfg = detect::DetectConfig::resolve(None, &args.detect)?;
     detect_cfg.proc_root.clone_from(&args.probe.proc_root);
     let detect = detect::Detect::new(&detect_cfg)?;
+    // Recommendations print at start when every kind is printed (a policy
+    // that does not load exits 2 here); assessed on a blocking thread.
+    let rec = &detect_cfg.recommend;
+    let mut recommend_job = if rec.enabled && args.kinds.is_empty() {
+        recommend::load(rec).map_err(detect::DetectError::Rules)?;
+        let cfg = rec.clone();
+        Some(tokio::task::spawn_blocking(move || recommend::run_once(&cfg).map(|r| r.json_lines())))
+    } else {
+        None
+    };
     // The kinds printed and the kinds detection looks at, printed or not.
     let mut attach: BTreeSet<Kind> = wanted.iter().copied().filter(|k| Kind::ALL.contains(k)).collect();
     attach.extend(detect.kinds());
@@ -147,6 +157,15 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
                 if sink.written() >= limit {
                     break Ok(());
                 }
+            }
+            Some(done) = async { Some(recommend_job.as_mut()?.await) }, if recommend_job.is_some() => {
+                recommend_job = None;
+                for line in done.ok().flatten().unwrap_or_default() {
+                    if let Err(e) = sink.write_line(&line) {
+                        tracing::warn!("cannot print a recommendation: {e}");
+                    }
+                }
+                let _ = sink.flush();
             }
             _ = ticker.tick() => {
                 let lost = probes::read_counters(&probes.ebpf, shrike_common::names::LOST);

@@ -72,6 +72,13 @@ impl<W: Write> JsonLines<W> {
         }
     }
 
+    /// A line that is not an event (a recommendation), not counted in
+    /// `written`.
+    pub fn write_line(&mut self, line: &str) -> std::io::Result<()> {
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(b"\n")
+    }
+
     pub fn written(&self) -> u64 {
         self.written
     }

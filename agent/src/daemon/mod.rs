@@ -43,6 +43,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let collected = settings.collected()?;
     // Rules are read and compiled before anything starts: a bad one exits 2.
     let detect = Detect::new(&settings.detect)?;
+    // Policies too: one that does not load exits 2 here, not at the first snapshot.
+    if settings.detect.recommend.enabled {
+        crate::recommend::load(&settings.detect.recommend).map_err(crate::detect::DetectError::Rules)?;
+    }
     // The probes of the kinds detection looks at are attached even when
     // those kinds are not published (priority off).
     let mut attach = collected.clone();
@@ -88,6 +92,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut misses_tick =
         tokio::time::interval(crate::enrich::exec_misses::HOLD.to_std().unwrap_or_default());
     misses_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The OS baseline (recommendations): assessed on a blocking thread at
+    // start and every snapshot interval, off the event path.
+    let mut baseline_job: Option<tokio::task::JoinHandle<Option<shrike_common::schema::Event>>> = None;
     let outcome: anyhow::Result<()> = loop {
         let next_agg = pipe.next_aggregate();
         tokio::select! {
@@ -115,6 +122,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = sleep_until_opt(next_agg) => pipe.flush_due_aggregates(),
             _ = pipe.timers.snapshots.tick() => {
                 for ev in crate::collect::snapshot_events(&args.probe.proc_root) {
+                    pipe.batches.push(Priority::Low, ev, &mut pipe.sink);
+                }
+                if pipe.settings.detect.recommend.enabled && baseline_job.is_none() {
+                    let cfg = pipe.settings.detect.recommend.clone();
+                    baseline_job = Some(tokio::task::spawn_blocking(move || {
+                        crate::recommend::run_once(&cfg).map(|r| r.os_baseline())
+                    }));
+                }
+            }
+            Some(done) = async { Some(baseline_job.as_mut()?.await) }, if baseline_job.is_some() => {
+                baseline_job = None;
+                if let Ok(Some(ev)) = done {
                     pipe.batches.push(Priority::Low, ev, &mut pipe.sink);
                 }
             }

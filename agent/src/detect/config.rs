@@ -22,6 +22,8 @@ pub struct DetectConfig {
     pub builtin: BuiltinConfig,
     /// Threat-intelligence lists and executable hashing.
     pub ioc: super::ioc::IocConfig,
+    /// Recommendations: the OS baseline's policies and settings.
+    pub recommend: crate::recommend::RecommendConfig,
     /// Where the detectors read /proc (`--proc-root`: a host's /proc mounted
     /// elsewhere; a fake tree in tests): listening sockets at start, a shell's
     /// stdin/stdout, the executable of a process that gained uid 0.
@@ -54,6 +56,7 @@ impl Default for DetectConfig {
             disabled: BTreeSet::new(),
             builtin: BuiltinConfig::default(),
             ioc: super::ioc::IocConfig::default(),
+            recommend: crate::recommend::RecommendConfig::default(),
             proc_root: PathBuf::from("/proc"),
             agent_pid: std::process::id(),
             agent_exe: std::env::current_exe().ok().map(|p| p.to_string_lossy().into_owned()),
@@ -121,6 +124,7 @@ impl DetectConfig {
         if args.no_detect {
             cfg.enabled = false;
         }
+        resolve_recommend(&mut cfg.recommend, file, args)?;
         if !args.rules.is_empty() {
             cfg.rules.clone_from(&args.rules);
         }
@@ -175,6 +179,53 @@ impl DetectConfig {
     }
 }
 
+/// The recommendations' keys of `[detect]` and their flags: `--policy`
+/// adds to `policies`; a policy or list that is missing is an error.
+fn resolve_recommend(
+    r: &mut crate::recommend::RecommendConfig,
+    file: Option<&FileDetect>,
+    args: &DetectArgs,
+) -> Result<(), DetectError> {
+    if let Some(f) = file {
+        if let Some(on) = f.recommendations {
+            r.enabled = on;
+        }
+        if let Some(on) = f.builtin_policy {
+            r.builtin_policy = on;
+        }
+        r.policies.extend(f.policies.iter().flatten().cloned());
+        if let Some(on) = f.allow_commands {
+            r.allow_commands = on;
+        }
+        r.credential_lists.extend(f.credential_lists.iter().flatten().cloned());
+        if let Some(b) = &f.credential_budget {
+            r.credential_budget = parse_duration(b).map_err(|e| invalid("credential_budget", e))?;
+        }
+        if let Some(root) = &f.recommend_root {
+            r.root.clone_from(root);
+        }
+    }
+    r.policies.extend(args.policies.iter().cloned());
+    r.allow_commands |= args.allow_commands;
+    if args.no_recommendations {
+        r.enabled = false;
+    }
+    if let Some(root) = &args.recommend_root {
+        r.root.clone_from(root);
+    }
+    for (setting, paths) in [("policies", &r.policies), ("credential_lists", &r.credential_lists)] {
+        for p in paths {
+            if let Err(e) = std::fs::metadata(p) {
+                return Err(invalid(setting, format!("{}: {e}", p.display())));
+            }
+        }
+    }
+    if !r.root.is_dir() {
+        return Err(invalid("recommend_root", format!("{}: not a directory", r.root.display())));
+    }
+    Ok(())
+}
+
 fn invalid(setting: &str, reason: impl std::fmt::Display) -> DetectError {
     DetectError::Invalid { setting: setting.into(), reason: reason.to_string() }
 }
@@ -201,6 +252,20 @@ pub struct FileDetect {
     pub hash_rate: Option<Size>,
     /// Duration string ("10s").
     pub ioc_reload_interval: Option<String>,
+    /// Recommendations (the OS baseline) on or off.
+    pub recommendations: Option<bool>,
+    /// Shrike's built-in gateway policy on or off.
+    pub builtin_policy: Option<bool>,
+    /// SCA policy files besides the built-in one.
+    pub policies: Option<Vec<PathBuf>>,
+    /// Command (`c:`) rules of local policy files run.
+    pub allow_commands: Option<bool>,
+    /// Default-credential lists besides the built-in one.
+    pub credential_lists: Option<Vec<PathBuf>>,
+    /// Duration string ("2s").
+    pub credential_budget: Option<String>,
+    /// The root file system assessed (default /).
+    pub recommend_root: Option<PathBuf>,
 }
 
 /// A size in the config file: a number of bytes, or a string with a unit
