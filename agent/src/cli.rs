@@ -30,6 +30,9 @@ pub enum Command {
     /// Sigma rules without the kernel (no root needed): validate them, or run
     /// them over recorded `shrike events` output.
     Rules(RulesArgs),
+    /// The learnt baseline of normal behaviour: show it, or start learning
+    /// again.
+    Baseline(crate::detect::baseline::cli::BaselineArgs),
     /// The OS baseline: runs the security configuration checks (Shrike's
     /// gateway policy and SCA policy files) once, without the kernel probes;
     /// exits 1 when a high-severity check fails.
@@ -125,6 +128,10 @@ pub struct EventsArgs {
     /// Stop after this many events (for scripts and tests).
     #[arg(long)]
     pub count: Option<u64>,
+    /// The state folder: the learnt baseline is kept there [default:
+    /// /var/lib/shrike].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -200,6 +207,10 @@ pub struct DetectArgs {
     /// in a container, an image) [default: /].
     #[arg(long, value_name = "DIR")]
     pub recommend_root: Option<PathBuf>,
+    /// Learning period of the baseline (`baseline-*` alerts after it), e.g.
+    /// 24h, 7d; `off` (or 0) turns the baseline off [default: 24h].
+    #[arg(long, value_name = "DURATION|off")]
+    pub baseline_learn: Option<String>,
     /// login-brute-force: failed logins for one user or one remote host...
     #[arg(long, value_name = "N")]
     pub brute_force_failures: Option<u32>,
@@ -294,7 +305,12 @@ pub struct RunArgs {
     pub client_key: Option<PathBuf>,
     #[arg(long)]
     pub keep_alive: Option<String>,
-    /// Spool directory (messages wait here until the broker acknowledges them).
+    /// The state folder: agent id, learnt baseline and, unless set apart,
+    /// the spool [default: /var/lib/shrike].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Spool directory (messages wait here until the broker acknowledges
+    /// them) [default: STATE_DIR/spool].
     #[arg(long)]
     pub spool_dir: Option<PathBuf>,
     /// Spool capacity in bytes.
@@ -325,7 +341,8 @@ pub struct RunArgs {
     /// Interval of the agent's health events (dropped events, message statistics).
     #[arg(long)]
     pub health_interval: Option<String>,
-    /// File holding the agent's id (a GUID, created on first run).
+    /// File holding the agent's id (a GUID, created on first run) [default:
+    /// STATE_DIR/agent-id].
     #[arg(long)]
     pub agent_id_file: Option<PathBuf>,
     /// Message compression for brokers that are not IoT Hub: none or gzip

@@ -142,6 +142,8 @@ impl KindPriority {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// The state folder (agent id, baseline, spool by default).
+    pub state_dir: Option<PathBuf>,
     pub hub: Option<String>,
     pub connection_string_file: Option<PathBuf>,
     pub client_id: Option<String>,

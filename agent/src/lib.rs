@@ -97,6 +97,8 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
     // Before the probes: a bad rule file exits 2 at once.
     let mut detect_cfg = detect::DetectConfig::resolve(None, &args.detect)?;
     detect_cfg.proc_root.clone_from(&args.probe.proc_root);
+    detect_cfg.baseline.state_dir =
+        Some(args.state_dir.clone().unwrap_or_else(|| detect::baseline::DEFAULT_STATE_DIR.into()));
     let detect = detect::Detect::new(&detect_cfg)?;
     // Recommendations print at start when every kind is printed (a policy
     // that does not load exits 2 here); assessed on a blocking thread.

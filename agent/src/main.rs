@@ -7,6 +7,7 @@ fn main() {
     let code = match cli.command {
         Command::Check(args) => shrike::check::run(&args),
         Command::Rules(args) => shrike::detect::sigma::cli::run(&args),
+        Command::Baseline(args) => shrike::detect::baseline::cli::run(&args),
         Command::Ioc(args) => shrike::detect::ioc::cli::run(&args),
         Command::Recommendations(args) => shrike::recommend::cli::run(&args),
         Command::Events(args) => block_on(shrike::run_events(*args)),

@@ -148,6 +148,7 @@ impl<W: Write> JsonLines<W> {
         for ev in ready {
             self.emit(ev)?;
         }
+        self.detect.persist();
         Ok(())
     }
 

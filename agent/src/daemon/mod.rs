@@ -181,6 +181,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         pipe.handle(&mut ev, &mut users);
     }
     pipe.flush_all();
+    // The learnt baseline, for the next start.
+    pipe.detect.persist();
     // A last attempt for messages held since a failed reload.
     pipe.retry_publisher();
     let lost = probes::read_counters(&probes.ebpf, shrike_common::names::LOST);

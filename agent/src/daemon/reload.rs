@@ -17,6 +17,9 @@ impl Pipeline {
     /// precedence) and the rule files, and applies them. Invalid settings or
     /// rules change nothing: the running settings and detection stay.
     pub(super) async fn reload(&mut self, args: &RunArgs, ebpf: &mut aya::Ebpf) {
+        // What the running stage learnt is on disk before the new one loads
+        // it (the baseline's profile; a reset on disk is taken over here).
+        self.detect.persist();
         let built = RunSettings::resolve(args)
             .and_then(|s| s.collected().map(|_| s))
             .and_then(|s| Ok((Detect::new(&s.detect)?, s)));

@@ -40,6 +40,8 @@ pub struct RunSettings {
     pub aggregation: BTreeMap<Kind, Option<Duration>>,
     pub max_message_size: usize,
     pub agent_id_file: PathBuf,
+    /// The state folder: agent id, learnt baseline, spool (unless set apart).
+    pub state_dir: PathBuf,
     /// Listening ports, local users and system information, every...
     pub snapshot_interval: Duration,
     /// DroppedEventsStatistics and MessageStatistics, every...
@@ -55,6 +57,9 @@ pub struct RunSettings {
 
 /// The defaults, documented in one place.
 pub mod defaults {
+    /// The state folder; the spool and the agent id are in it unless set
+    /// apart (`spool_dir`, `agent_id_file`).
+    pub const STATE_DIR: &str = crate::detect::baseline::DEFAULT_STATE_DIR;
     pub const SPOOL_DIR: &str = "/var/lib/shrike/spool";
     /// 64 MiB: hours of a busy gateway's messages while the hub is away.
     pub const SPOOL_SIZE: u64 = 64 << 20;
@@ -166,17 +171,18 @@ impl RunSettings {
                 (Some(mqtt), identity)
             }
         };
+        let state_dir: PathBuf = pick!(state_dir).unwrap_or_else(|| defaults::STATE_DIR.into());
         Ok(RunSettings {
             mqtt,
             hub_identity,
-            spool_dir: pick!(spool_dir).unwrap_or_else(|| defaults::SPOOL_DIR.into()),
+            spool_dir: pick!(spool_dir).unwrap_or_else(|| state_dir.join("spool")),
             spool_size,
             high_interval,
             low_interval,
             priority,
             aggregation,
             max_message_size,
-            agent_id_file: pick!(agent_id_file).unwrap_or_else(|| defaults::AGENT_ID_FILE.into()),
+            agent_id_file: pick!(agent_id_file).unwrap_or_else(|| state_dir.join("agent-id")),
             snapshot_interval: duration_setting(
                 "snapshot_interval",
                 &pick!(snapshot_interval).unwrap_or(defaults::SNAPSHOT_INTERVAL.into()),
@@ -186,10 +192,13 @@ impl RunSettings {
                 &pick!(health_interval).unwrap_or(defaults::HEALTH_INTERVAL.into()),
             )?,
             gzip,
-            detect: DetectConfig {
-                proc_root: args.probe.proc_root.clone(),
-                ..DetectConfig::resolve(file.detect.as_ref(), &args.detect)?
+            detect: {
+                let mut d = DetectConfig::resolve(file.detect.as_ref(), &args.detect)?;
+                d.proc_root.clone_from(&args.probe.proc_root);
+                d.baseline.state_dir = Some(state_dir.clone());
+                d
             },
+            state_dir,
             exec_misses: args.probe.exec_misses.or(file.exec_misses).unwrap_or_default(),
             dry_run,
         })

@@ -22,6 +22,8 @@ pub struct DetectConfig {
     pub builtin: BuiltinConfig,
     /// Threat-intelligence lists and executable hashing.
     pub ioc: super::ioc::IocConfig,
+    /// The learnt baseline: learning period, state folder.
+    pub baseline: super::baseline::BaselineConfig,
     /// Recommendations: the OS baseline's policies and settings.
     pub recommend: crate::recommend::RecommendConfig,
     /// Where the detectors read /proc (`--proc-root`: a host's /proc mounted
@@ -56,6 +58,7 @@ impl Default for DetectConfig {
             disabled: BTreeSet::new(),
             builtin: BuiltinConfig::default(),
             ioc: super::ioc::IocConfig::default(),
+            baseline: super::baseline::BaselineConfig::default(),
             recommend: crate::recommend::RecommendConfig::default(),
             proc_root: PathBuf::from("/proc"),
             agent_pid: std::process::id(),
@@ -120,6 +123,11 @@ impl DetectConfig {
             if let Some(w) = &f.ioc_reload_interval {
                 i.reload_interval = parse_duration(w).map_err(|e| invalid("ioc_reload_interval", e))?;
             }
+        }
+        // The flag over the file's key.
+        let learn = args.baseline_learn.as_deref().or(file.and_then(|f| f.baseline_learn.as_deref()));
+        if let Some(l) = learn {
+            cfg.baseline.learn = super::baseline::parse_learn(l).map_err(|e| invalid("baseline_learn", e))?;
         }
         if args.no_detect {
             cfg.enabled = false;
@@ -244,6 +252,8 @@ pub struct FileDetect {
     pub privileged_programs: Option<Vec<String>>,
     /// IoC list files.
     pub ioc: Option<Vec<PathBuf>>,
+    /// Learning period of the baseline: a duration ("24h"), or "off".
+    pub baseline_learn: Option<String>,
     /// true/false; absent: hash when a list has SHA-256s.
     pub hash_executables: Option<bool>,
     /// Bytes: 67108864 or "64MiB".

@@ -12,13 +12,16 @@
 //!   (one file each: `exec-from-tmp`, `login-brute-force`, ...);
 //! - [`ioc`]: threat-intelligence lists (`--ioc` / `[detect] ioc`):
 //!   addresses, CIDRs, domains, executables' SHA-256 (hashed off the event
-//!   path).
+//!   path);
+//! - [`baseline`]: a learnt profile of normal behaviour per executable
+//!   (`--baseline-learn`, kept in the state folder), alerting on what is new.
 //!
 //! [`Detect`] runs them all and hands each alert back as an [`Event`] of kind
 //! `alert` (the triggering event's header, the alert as its body), which
 //! `shrike events` prints and `shrike run` sends as an `Alert` message event.
 
 pub mod alert;
+pub mod baseline;
 pub mod builtin;
 pub mod config;
 pub mod ioc;
@@ -65,6 +68,10 @@ pub trait Detector: Send {
     /// Called about once a second with the current time: expire state, fire
     /// alerts whose window closed without a further event.
     fn tick(&mut self, _now: DateTime<Utc>, _out: &mut Vec<Alert>) {}
+    /// Writes what the detector learnt to disk (the baseline's profile): at
+    /// a clean stop, and before a reload rebuilds the stage (the new stage
+    /// loads it).
+    fn persist(&mut self) {}
 }
 
 /// Why detection cannot start (exit 2) or a reload is refused (the running
@@ -91,6 +98,9 @@ pub struct DetectStats {
     /// IoC lists (entries, malformed lines, reloads) and executable hashing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ioc: Option<ioc::IocStats>,
+    /// The learnt baseline: learning or not, its size, what its caps refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<baseline::BaselineStats>,
 }
 
 /// The stage: every enabled detector, in order.
@@ -113,6 +123,9 @@ impl Detect {
             }
             if let Some(ioc) = ioc::load(cfg)? {
                 detectors.push(Box::new(ioc));
+            }
+            if let Some(b) = baseline::load(cfg) {
+                detectors.push(Box::new(b));
             }
         }
         for d in &detectors {
@@ -164,6 +177,13 @@ impl Detect {
             d.report(&mut self.stats);
         }
         self.emit(out);
+    }
+
+    /// Learnt state to disk (at a clean stop; before a reload).
+    pub fn persist(&mut self) {
+        for d in &mut self.detectors {
+            d.persist();
+        }
     }
 
     fn emit(&mut self, out: &mut Vec<Event>) {
