@@ -90,7 +90,7 @@ fn a_weak_root_is_found_and_exits_1() {
     // The gateway policy on the weak root: each weakness found, with its line.
     assert_eq!(result("shrike_gateway:91050"), "fail");
     assert!(
-        reason("shrike_gateway:91050").contains("permitrootlogin yes"),
+        reason("shrike_gateway:91050").contains("x:sshd -> r:^permitrootlogin"),
         "{}",
         reason("shrike_gateway:91050")
     );
