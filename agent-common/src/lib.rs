@@ -26,6 +26,8 @@ pub mod kind {
     pub const BIND: u32 = 7;
     pub const LOGIN: u32 = 8;
     pub const PRIVILEGE: u32 = 9;
+    /// A change to a file under a watched path ([`super::FileRecord`]).
+    pub const FILE: u32 = 10;
     /// Made by the agent's detection, never by the kernel: no probe, no
     /// counters; the number only keeps the kinds distinct.
     pub const ALERT: u32 = 15;
@@ -239,6 +241,125 @@ pub struct PrivRecord {
     pub caps: [u32; 6],
 }
 
+/// Bytes of a file path captured (including the NUL); longer paths are cut
+/// and flagged.
+pub const PATH_LEN: usize = 256;
+/// Watched path prefixes the kernel compares against (map `WATCH`).
+pub const WATCH_MAX: u32 = 32;
+/// 8-byte words of one watched prefix: prefixes are at most 128 bytes.
+pub const WATCH_WORDS: usize = 16;
+
+/// The file-changing syscall of a [`FileRecord`].
+pub mod file_op {
+    /// open/openat/openat2 with a write flag (`arg` holds the open flags).
+    pub const OPEN: u32 = 1;
+    /// creat().
+    pub const CREAT: u32 = 2;
+    /// rename/renameat/renameat2: `path` -> `path2`.
+    pub const RENAME: u32 = 3;
+    /// unlink/unlinkat (`arg`: unlinkat's flags, AT_REMOVEDIR = 0x200).
+    pub const UNLINK: u32 = 4;
+    pub const RMDIR: u32 = 5;
+    /// chmod/fchmodat/fchmodat2/fchmod (`mode`).
+    pub const CHMOD: u32 = 6;
+    /// chown/lchown/fchownat/fchown (`uid`, `gid`; u32::MAX = unchanged).
+    pub const CHOWN: u32 = 7;
+    /// link/linkat: the existing `path`, the new link `path2`.
+    pub const LINK: u32 = 8;
+    /// symlink/symlinkat: the target text `path`, the new link `path2`.
+    pub const SYMLINK: u32 = 9;
+}
+
+/// File record flags.
+pub mod file_flags {
+    /// `path` is relative (to `dirfd`, or the cwd when it is AT_FDCWD): the
+    /// kernel could not compare it with the watched prefixes.
+    pub const PATH_RELATIVE: u32 = 1;
+    pub const PATH2_RELATIVE: u32 = 2;
+    pub const PATH_TRUNCATED: u32 = 4;
+    pub const PATH2_TRUNCATED: u32 = 8;
+    /// fchmod/fchown: no path, `dirfd` is the file's descriptor.
+    pub const BY_FD: u32 = 16;
+    pub const PATH_UNREADABLE: u32 = 32;
+}
+
+/// A file change (syscall exit, arguments from its entry), sent only when a
+/// path is under a watched prefix or could not be judged in the kernel
+/// (relative path, file descriptor).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileRecord {
+    pub hdr: Header,
+    /// Syscall result: 0 (open: the new fd) or `-errno`.
+    pub ret: i64,
+    /// One of [`file_op`].
+    pub op: u32,
+    /// [`file_flags`].
+    pub flags: u32,
+    /// Directory fd `path` is relative to (AT_FDCWD = -100); with
+    /// [`file_flags::BY_FD`] the file's own fd.
+    pub dirfd: i32,
+    /// Directory fd of `path2`.
+    pub dirfd2: i32,
+    /// The syscall's flags (open flags; unlinkat, renameat2, linkat,
+    /// fchownat, fchmodat2 flags).
+    pub arg: u32,
+    /// chmod's mode; open/creat's creation mode.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub path: [u8; PATH_LEN],
+    pub path2: [u8; PATH_LEN],
+}
+
+/// One watched prefix as the kernel compares it: `(word ^ words[i]) &
+/// masks[i] == 0` for the first `nwords` 8-byte words of the path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WatchPrefix {
+    pub words: [u64; WATCH_WORDS],
+    pub masks: [u64; WATCH_WORDS],
+    /// 0: an unused slot (ends the list).
+    pub nwords: u32,
+    pub _pad: u32,
+}
+
+impl WatchPrefix {
+    /// The prefix `bytes` (at most `WATCH_WORDS * 8` bytes, else None),
+    /// in the byte order the kernel loads the path's words in (native).
+    pub fn new(bytes: &[u8]) -> Option<WatchPrefix> {
+        if bytes.is_empty() || bytes.len() > WATCH_WORDS * 8 {
+            return None;
+        }
+        let mut p = WatchPrefix { words: [0; WATCH_WORDS], masks: [0; WATCH_WORDS], nwords: 0, _pad: 0 };
+        let mut w = [0u8; WATCH_WORDS * 8];
+        let mut m = [0u8; WATCH_WORDS * 8];
+        w[..bytes.len()].copy_from_slice(bytes);
+        for b in &mut m[..bytes.len()] {
+            *b = 0xff;
+        }
+        for i in 0..WATCH_WORDS {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&w[i * 8..i * 8 + 8]);
+            p.words[i] = u64::from_ne_bytes(a);
+            a.copy_from_slice(&m[i * 8..i * 8 + 8]);
+            p.masks[i] = u64::from_ne_bytes(a);
+        }
+        p.nwords = bytes.len().div_ceil(8) as u32;
+        Some(p)
+    }
+
+    /// What the kernel computes, for tests: `path` (NUL-padded to
+    /// PATH_LEN) starts with the prefix.
+    pub fn matches(&self, path: &[u8; PATH_LEN]) -> bool {
+        (0..self.nwords as usize).all(|i| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&path[i * 8..i * 8 + 8]);
+            (u64::from_ne_bytes(a) ^ self.words[i]) & self.masks[i] == 0
+        })
+    }
+}
+
 /// Agent-to-kernel settings (array map `CONFIG`, index 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -264,6 +385,7 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
     pub const LOST: &str = "LOST";
     pub const SENT: &str = "SENT";
+    pub const WATCH: &str = "WATCH";
 }
 
 // No implicit padding: each size is the sum of its fields.
@@ -279,6 +401,9 @@ const _: () = {
     );
     assert!(size_of::<PrivRecord>() == 48 + 8 + 8 + 12 + 4 + 24);
     assert!(size_of::<Config>() == 24);
+    assert!(size_of::<FileRecord>() == 48 + 8 + 32 + 2 * PATH_LEN);
+    assert!(core::mem::offset_of!(FileRecord, path) % 8 == 0);
+    assert!(size_of::<WatchPrefix>() == 16 * WATCH_WORDS + 8);
 };
 
 #[cfg(feature = "user")]
@@ -286,4 +411,5 @@ mod pod {
     use super::*;
     // SAFETY: plain-old-data records: only integers and byte arrays, no padding.
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for WatchPrefix {}
 }

@@ -10,6 +10,7 @@
 
 mod emit;
 mod exec;
+mod file;
 mod net;
 mod pam;
 mod privilege;

@@ -83,6 +83,7 @@ enum KeyParts<'a> {
     Sock(Option<&'a str>, &'static str, Option<std::net::IpAddr>, Option<u16>, &'static str, u32),
     Login(&'a str, &'a str, Option<&'a str>, &'static str, &'static str),
     Privilege(Option<&'a str>, &'static str, &'a [Option<u32>], u32, i32),
+    File(Option<&'a str>, &'static str, &'a str, Option<&'a str>, u32, i64),
     /// One key per (rule, process).
     Alert(&'a str, u32),
 }
@@ -100,6 +101,7 @@ fn key_parts(ev: &Event) -> (Kind, KeyParts<'_>) {
         }
         Body::Login(l) => KeyParts::Login(&l.service, &l.user, l.rhost.as_deref(), l.step, l.result),
         Body::Privilege(p) => KeyParts::Privilege(exe, p.call, &p.args, user, p.result),
+        Body::File(f) => KeyParts::File(exe, f.operation, &f.path, f.new_path.as_deref(), user, f.result),
         Body::Alert(a) => KeyParts::Alert(&a.rule, ev.pid),
     };
     (ev.kind(), parts)

@@ -229,6 +229,11 @@ pub struct DetectArgs {
     /// How often the IoC list files are checked for changes (default 10s).
     #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub ioc_reload_interval: Option<std::time::Duration>,
+    /// A path watched for file changes (`file` events), a file or a folder
+    /// (repeatable; replaces `watch` of the config file); `defaults` stands
+    /// for the built-in list (/etc, ~/.ssh, cron spools, system binaries...).
+    #[arg(long = "watch", value_name = "PATH")]
+    pub watch: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -233,7 +233,7 @@ pub fn default_priority(kind: Kind) -> KindPriority {
     match kind {
         Kind::Login | Kind::Privilege | Kind::Alert => KindPriority::High,
         Kind::Exec | Kind::Exit | Kind::Connect | Kind::Accept => KindPriority::Low,
-        Kind::Fork | Kind::Listen | Kind::Bind => KindPriority::Off,
+        Kind::Fork | Kind::Listen | Kind::Bind | Kind::File => KindPriority::Off,
     }
 }
 

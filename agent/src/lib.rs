@@ -54,6 +54,7 @@ pub fn start_kernel(
     probe: &ProbeArgs,
     kinds: BTreeSet<Kind>,
     wake_kinds: BTreeSet<Kind>,
+    watch: &enrich::files::Watch,
 ) -> anyhow::Result<Kernel> {
     let opts = ProbeOptions {
         kinds,
@@ -64,6 +65,7 @@ pub fn start_kernel(
         wake_kinds,
         wake_bytes: probe.wake_bytes.unwrap_or(probe.ring_size / 8),
         libpam: probe.libpam.clone(),
+        watch: watch.kernel_prefixes()?,
     };
     let mut probes = probes::load(&opts)?;
     let mut tasks = JoinSet::new();
@@ -113,13 +115,18 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
     // The kinds printed and the kinds detection looks at, printed or not.
     let mut attach: BTreeSet<Kind> = wanted.iter().copied().filter(|k| Kind::ALL.contains(k)).collect();
     attach.extend(detect.kinds());
-    let Kernel { probes, mut rx, stats, mut tasks } =
-        start_kernel(&args.probe, attach, args.probe.wake_kinds.iter().copied().collect())?;
+    let Kernel { probes, mut rx, stats, mut tasks } = start_kernel(
+        &args.probe,
+        attach,
+        args.probe.wake_kinds.iter().copied().collect(),
+        &detect_cfg.watch,
+    )?;
     let attached = probes.status.iter().filter(|s| s.attached).count();
     let skipped: Vec<_> = probes.status.iter().filter(|s| !s.attached).map(|s| s.program).collect();
 
     let mut sink = output::JsonLines::new(std::io::stdout(), wanted, &args.probe.proc_root, detect)
-        .exec_misses(args.probe.exec_misses.unwrap_or_default());
+        .exec_misses(args.probe.exec_misses.unwrap_or_default())
+        .watch(Arc::new(detect_cfg.watch.clone()));
     tracing::info!(
         transport = ?probes.transport,
         attached,

@@ -93,6 +93,12 @@ impl<W: Write> JsonLines<W> {
         self
     }
 
+    /// File events are kept only under these paths (relative ones resolved).
+    pub fn watch(mut self, watch: std::sync::Arc<crate::enrich::files::Watch>) -> Self {
+        self.procs.set_watch(watch);
+        self
+    }
+
     pub fn write_batch(&mut self, batch: Vec<Event>) -> std::io::Result<()> {
         let mut ready = std::mem::take(&mut self.ready);
         for mut ev in batch {

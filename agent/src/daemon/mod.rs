@@ -66,7 +66,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let wake_kinds =
         collected.iter().copied().filter(|k| settings.priority[k] == KindPriority::High).collect();
     let crate::Kernel { mut probes, mut rx, stats, mut tasks } =
-        crate::start_kernel(&args.probe, attach.clone(), wake_kinds)?;
+        crate::start_kernel(&args.probe, attach.clone(), wake_kinds, &settings.detect.watch)?;
     let attached = probes.status.iter().filter(|s| s.attached).count();
     tracing::info!(
         agent_id = %id,
@@ -81,6 +81,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut procs = ProcessTable::new(&args.probe.proc_root);
     procs.seed();
+    // Changes of `watch` take a restart (the kernel's prefixes are set once).
+    procs.set_watch(std::sync::Arc::new(settings.detect.watch.clone()));
     let mut misses = MissFolder::new(settings.exec_misses);
     let mut ready = Vec::new();
     let mut users = Users::new("/etc/passwd");

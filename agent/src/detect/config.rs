@@ -34,6 +34,9 @@ pub struct DetectConfig {
     /// process's; other values in tests).
     pub agent_pid: u32,
     pub agent_exe: Option<String>,
+    /// File events: the watched paths (`watch`, `--watch`; default
+    /// [`crate::enrich::files::DEFAULT_WATCH`] and every user's ~/.ssh).
+    pub watch: crate::enrich::files::Watch,
 }
 
 /// Tuning of the built-in detectors (`[detect.builtin]` keys).
@@ -63,6 +66,8 @@ impl Default for DetectConfig {
             proc_root: PathBuf::from("/proc"),
             agent_pid: std::process::id(),
             agent_exe: std::env::current_exe().ok().map(|p| p.to_string_lossy().into_owned()),
+            watch: crate::enrich::files::Watch::defaults(std::path::Path::new("/etc/passwd"))
+                .unwrap_or_else(|_| crate::enrich::files::Watch::builtin()),
         }
     }
 }
@@ -131,6 +136,12 @@ impl DetectConfig {
         }
         if args.no_detect {
             cfg.enabled = false;
+        }
+        let watch =
+            if args.watch.is_empty() { file.and_then(|f| f.watch.as_ref()) } else { Some(&args.watch) };
+        if let Some(entries) = watch {
+            cfg.watch = crate::enrich::files::Watch::new(entries, std::path::Path::new("/etc/passwd"))
+                .map_err(|e| invalid("watch", e))?;
         }
         resolve_recommend(&mut cfg.recommend, file, args)?;
         if !args.rules.is_empty() {
@@ -276,6 +287,8 @@ pub struct FileDetect {
     pub credential_budget: Option<String>,
     /// The root file system assessed (default /).
     pub recommend_root: Option<PathBuf>,
+    /// Paths watched for file changes ("defaults": the built-in list).
+    pub watch: Option<Vec<String>>,
 }
 
 /// A size in the config file: a number of bytes, or a string with a unit

@@ -2,6 +2,7 @@
 //! fork/exec/exit events themselves (seeded from /proc), and user names.
 
 pub mod exec_misses;
+pub mod files;
 pub mod proc;
 pub mod users;
 
@@ -22,11 +23,23 @@ pub struct ProcessTable {
     procs: HashMap<u32, ProcInfo>,
     limit: usize,
     proc_root: std::path::PathBuf,
+    /// File events: the watched paths (None: every file event is kept).
+    watch: Option<Arc<files::Watch>>,
 }
 
 impl ProcessTable {
     pub fn new(proc_root: &std::path::Path) -> ProcessTable {
-        ProcessTable { procs: HashMap::new(), limit: 1 << 16, proc_root: proc_root.to_path_buf() }
+        ProcessTable {
+            procs: HashMap::new(),
+            limit: 1 << 16,
+            proc_root: proc_root.to_path_buf(),
+            watch: None,
+        }
+    }
+
+    /// File events are resolved and kept only under these paths.
+    pub fn set_watch(&mut self, watch: Arc<files::Watch>) {
+        self.watch = Some(watch);
     }
 
     /// Seeds the table with the processes that exist now.
@@ -148,6 +161,18 @@ impl ProcessTable {
                 if let Some(info) = self.lookup_or_proc(ev.pid) {
                     ev.ppid = Some(info.ppid);
                     ev.exe = info.exe.as_deref().map(str::to_owned);
+                }
+            }
+            Body::File(_) => {
+                if let Some(info) = self.lookup_or_proc(ev.pid) {
+                    ev.ppid = Some(info.ppid);
+                    ev.exe = info.exe.as_deref().map(str::to_owned);
+                }
+                if let (Body::File(f), Some(w)) = (&mut ev.body, &self.watch) {
+                    // Relative and fd-based paths passed the kernel unjudged.
+                    if !w.resolve(&self.proc_root, ev.pid, ev.ppid, f) {
+                        return false;
+                    }
                 }
             }
             _ => {

@@ -27,6 +27,12 @@ pub fn read_exe(root: &Path, pid: u32) -> Option<String> {
     Some(escape(p.as_os_str().as_encoded_bytes()))
 }
 
+/// The target of /proc/PID/NAME (`cwd`, `fd/3`), as text.
+pub fn read_link(root: &Path, pid: u32, name: &str) -> Option<String> {
+    let p = std::fs::read_link(root.join(pid.to_string()).join(name)).ok()?;
+    Some(escape(p.as_os_str().as_encoded_bytes()))
+}
+
 pub fn read_info(root: &Path, pid: u32) -> Option<ProcInfo> {
     let ppid = read_ppid(root, pid)?;
     Some(ProcInfo { ppid, exe: read_exe(root, pid).map(Into::into) })

@@ -151,6 +151,7 @@ pub fn decode(buf: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                 caps,
             })
         }
+        kind::FILE => Body::File(super::file::decode_file(buf)?),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event {

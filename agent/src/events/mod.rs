@@ -1,6 +1,7 @@
 //! Typed security events: what the kernel reported, decoded and never trusted.
 
 pub mod decode;
+pub mod file;
 pub mod names;
 pub mod reader;
 pub mod text;
@@ -21,6 +22,8 @@ pub enum Kind {
     Bind,
     Login,
     Privilege,
+    /// A change to a file under a watched path.
+    File,
     /// A detection fired (`detect/`): made by the agent, never by the kernel.
     Alert,
 }
@@ -28,7 +31,7 @@ pub enum Kind {
 impl Kind {
     /// The kinds the kernel reports (each has probes). [`Kind::Alert`] is not
     /// among them: see [`Kind::EVENTS`].
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Exec,
         Kind::Exit,
         Kind::Fork,
@@ -38,10 +41,11 @@ impl Kind {
         Kind::Bind,
         Kind::Login,
         Kind::Privilege,
+        Kind::File,
     ];
 
     /// Every kind an event can have: the kernel's and `alert`.
-    pub const EVENTS: [Kind; 10] = [
+    pub const EVENTS: [Kind; 11] = [
         Kind::Exec,
         Kind::Exit,
         Kind::Fork,
@@ -51,6 +55,7 @@ impl Kind {
         Kind::Bind,
         Kind::Login,
         Kind::Privilege,
+        Kind::File,
         Kind::Alert,
     ];
 
@@ -65,6 +70,7 @@ impl Kind {
             Kind::Bind => "bind",
             Kind::Login => "login",
             Kind::Privilege => "privilege",
+            Kind::File => "file",
             Kind::Alert => "alert",
         }
     }
@@ -86,6 +92,7 @@ impl Kind {
             Kind::Bind => kind::BIND,
             Kind::Login => kind::LOGIN,
             Kind::Privilege => kind::PRIVILEGE,
+            Kind::File => kind::FILE,
             Kind::Alert => kind::ALERT,
         }
     }
@@ -138,6 +145,7 @@ impl Event {
             Body::Bind(_) => Kind::Bind,
             Body::Login(_) => Kind::Login,
             Body::Privilege(_) => Kind::Privilege,
+            Body::File(_) => Kind::File,
             Body::Alert(_) => Kind::Alert,
         }
     }
@@ -155,6 +163,7 @@ pub enum Body {
     Bind(Sock),
     Login(Login),
     Privilege(Privilege),
+    File(file::File),
     /// Boxed: alerts are rare and carry the event that triggered them.
     Alert(Box<crate::detect::Alert>),
 }
@@ -422,6 +431,23 @@ mod tests {
                     permitted: "0x1".into(),
                     inheritable: "0x0".into(),
                 }),
+            }),
+            Kind::File => Body::File(file::File {
+                operation: "rename",
+                path: "/etc/a".into(),
+                new_path: Some("/etc/b".into()),
+                target: Some("x".into()),
+                mode: Some("644".into()),
+                owner_uid: Some(0),
+                owner_gid: Some(0),
+                open_flags: Some("1101".into()),
+                directory: true,
+                result: -2,
+                success: false,
+                error: Some("ENOENT"),
+                path_truncated: true,
+                resolved_from: Some("cwd"),
+                raw: Default::default(),
             }),
             Kind::Alert => {
                 let alert = crate::detect::Alert {

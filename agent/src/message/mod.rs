@@ -10,7 +10,7 @@
 //! | PAM step | `Login` | `Operation` "PAM:{step}" |
 //! | set*id / capset | `PrivilegeChange` | own kind: goes in messages of its own |
 //! | alert | `Alert` | own kind; the triggering event's kind in `ExtraDetails.TriggerKind` |
-//! | fork, listen, bind | — | no message kind |
+//! | fork, listen, bind, file | — | no message kind |
 //!
 //! The fields the Azure kinds have are filled from the event; everything else
 //! goes into `ExtraDetails`, as text, under the keys in [`keys`]. Flags
@@ -117,7 +117,9 @@ pub fn to_payload(ev: &Event) -> Option<Payload> {
         Body::Accept(sock) => connection_create(ev, sock, Direction::In).into(),
         Body::Login(login) => login_item(ev, login).into(),
         Body::Privilege(p) => privilege_change(ev, p).into(),
-        Body::Fork(_) | Body::Listen(_) | Body::Bind(_) => return None,
+        // No message kind yet (FileChange is to come): printed by `shrike
+        // events`, seen by detection, alerts published.
+        Body::Fork(_) | Body::Listen(_) | Body::Bind(_) | Body::File(_) => return None,
         Body::Alert(alert) => alert_item(ev, alert).into(),
     })
 }

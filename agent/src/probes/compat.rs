@@ -56,6 +56,7 @@ const BIND: &[Kind] = &[Kind::Bind, Kind::Listen, Kind::Accept];
 const ACCEPT: &[Kind] = &[Kind::Accept];
 const LISTEN: &[Kind] = &[Kind::Listen];
 const PRIV: &[Kind] = &[Kind::Privilege];
+const FILE: &[Kind] = &[Kind::File];
 
 const ARGS3: &[(&str, usize)] = &[];
 const RET: &[(&str, usize)] = &[("ret", 16)];
@@ -154,7 +155,69 @@ pub fn table() -> Vec<ProbeSpec> {
     ] {
         t.extend(pair);
     }
+    t.extend(file_table());
     t
+}
+
+/// File integrity (agent-ebpf/src/file.rs): an entry program per syscall,
+/// one exit program (`sys_exit_file`) attached to every one's exit. The
+/// legacy calls (open, creat, rename, unlink, rmdir, chmod, chown, lchown,
+/// link, symlink) do not exist on aarch64, openat2 before 5.6, fchmodat2
+/// before 6.6: optional.
+macro_rules! file_call {
+    ($call:literal, $fields:expr, $optional:expr) => {
+        [
+            ProbeSpec { optional: $optional, ..tp(concat!("sys_enter_", $call), "syscalls", FILE, $fields) },
+            ProbeSpec {
+                program: "sys_exit_file",
+                hook: Hook::Tracepoint { category: "syscalls", name: concat!("sys_exit_", $call) },
+                kinds: FILE,
+                fields: &[("__syscall_nr", 8), ("ret", 16)],
+                optional: $optional,
+            },
+        ]
+    };
+}
+
+fn file_table() -> Vec<ProbeSpec> {
+    const P: &str = "pathname";
+    [
+        file_call!("openat", &[("dfd", 16), ("filename", 24), ("flags", 32), ("mode", 40)], false),
+        file_call!("openat2", &[("dfd", 16), ("filename", 24), ("how", 32)], true),
+        file_call!("open", &[("filename", 16), ("flags", 24), ("mode", 32)], true),
+        file_call!("creat", &[(P, 16), ("mode", 24)], true),
+        file_call!("rename", &[("oldname", 16), ("newname", 24)], true),
+        file_call!("renameat", &[("olddfd", 16), ("oldname", 24), ("newdfd", 32), ("newname", 40)], true),
+        file_call!(
+            "renameat2",
+            &[("olddfd", 16), ("oldname", 24), ("newdfd", 32), ("newname", 40), ("flags", 48)],
+            false
+        ),
+        file_call!("unlink", &[(P, 16)], true),
+        file_call!("unlinkat", &[("dfd", 16), (P, 24), ("flag", 32)], false),
+        file_call!("rmdir", &[(P, 16)], true),
+        file_call!("chmod", &[("filename", 16), ("mode", 24)], true),
+        file_call!("fchmodat", &[("dfd", 16), ("filename", 24), ("mode", 32)], false),
+        file_call!("fchmodat2", &[("dfd", 16), ("filename", 24), ("mode", 32), ("flags", 40)], true),
+        file_call!("fchmod", &[("fd", 16), ("mode", 24)], false),
+        file_call!("chown", &[("filename", 16), ("user", 24), ("group", 32)], true),
+        file_call!("lchown", &[("filename", 16), ("user", 24), ("group", 32)], true),
+        file_call!(
+            "fchownat",
+            &[("dfd", 16), ("filename", 24), ("user", 32), ("group", 40), ("flag", 48)],
+            false
+        ),
+        file_call!("fchown", &[("fd", 16), ("user", 24), ("group", 32)], false),
+        file_call!("link", &[("oldname", 16), ("newname", 24)], true),
+        file_call!(
+            "linkat",
+            &[("olddfd", 16), ("oldname", 24), ("newdfd", 32), ("newname", 40), ("flags", 48)],
+            false
+        ),
+        file_call!("symlink", &[("oldname", 16), ("newname", 24)], true),
+        file_call!("symlinkat", &[("oldname", 16), ("newdfd", 24), ("newname", 32)], false),
+    ]
+    .concat()
 }
 
 /// Field name -> offset of a tracepoint, from its `format` file.

@@ -65,6 +65,9 @@ pub struct ProbeOptions {
     pub wake_bytes: u32,
     /// libpam to attach the login probes to; found with ldconfig when None.
     pub libpam: Option<PathBuf>,
+    /// File events: the watched prefixes the kernel compares paths with
+    /// (empty: nothing absolute is watched).
+    pub watch: Vec<shrike_common::WatchPrefix>,
 }
 
 /// Outcome of one probe, for the log and for `shrike check`.
@@ -175,6 +178,14 @@ pub fn load(opts: &ProbeOptions) -> Result<Probes, ProbeError> {
         .try_into()
         .map_err(|e: aya::maps::MapError| ProbeError::Map(names::CONFIG, e.to_string()))?;
     cfg.set(0, config, 0).map_err(|e| ProbeError::Map(names::CONFIG, e.to_string()))?;
+    let mut watch: Array<_, shrike_common::WatchPrefix> = ebpf
+        .map_mut(names::WATCH)
+        .ok_or(ProbeError::MissingMap(names::WATCH))?
+        .try_into()
+        .map_err(|e: aya::maps::MapError| ProbeError::Map(names::WATCH, e.to_string()))?;
+    for (i, p) in opts.watch.iter().take(shrike_common::WATCH_MAX as usize).enumerate() {
+        watch.set(i as u32, *p, 0).map_err(|e| ProbeError::Map(names::WATCH, e.to_string()))?;
+    }
 
     let collect = collected_kinds(&opts.kinds);
     let libpam = if collect.contains(&Kind::Login) {
