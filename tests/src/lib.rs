@@ -294,6 +294,11 @@ impl Agent {
         }
     }
 
+    /// The agent's log (its stderr lines) so far.
+    pub fn log(&self) -> Vec<String> {
+        self.shared.lock().stderr.clone()
+    }
+
     /// The agent's process id.
     pub fn pid(&self) -> u32 {
         self.pid

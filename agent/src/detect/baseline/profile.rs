@@ -68,17 +68,23 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+impl Set {
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.overflow == 0
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExeProfile {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Set::is_empty")]
     pub users: Set,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Set::is_empty")]
     pub parents: Set,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Set::is_empty")]
     pub destinations: Set,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Set::is_empty")]
     pub listens: Set,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Set::is_empty")]
     pub file_writes: Set,
 }
 
