@@ -6,6 +6,7 @@
 //! expected results; and `shrike run --dry-run` sends an OSBaseline snapshot
 //! of the same root that validates against the Azure schema.
 
+#[expect(dead_code, reason = "this file uses only the schema validation of the hub tests' helpers")]
 mod hub_support;
 
 use std::{
@@ -225,4 +226,29 @@ fn run_sends_an_os_baseline_that_validates() {
     );
     assert_eq!(item("shrike_gateway:91090")["Result"], "Pass");
     assert!(items.iter().all(|i| i["CceId"] != "shrike_gateway:91032"), "not-applicable checks are left out");
+}
+
+/// `shrike events` prints the recommendations at start, as the same JSON
+/// lines, next to the kernel's events.
+#[test]
+fn events_print_recommendations_at_start() {
+    if !shrike_tests::require_root() {
+        return;
+    }
+    let root = weak_root("events");
+    let dir = root.0.display().to_string();
+    let agent = shrike_tests::Agent::start(&["--recommend-root", &dir]);
+    let rec = agent.wait_for("the default-credential recommendation", |e| {
+        e["kind"] == "recommendation" && e["check"] == "91062"
+    });
+    assert_eq!(rec["result"], "fail", "{rec}");
+    assert_eq!(rec["policy"], "shrike_gateway");
+    assert!(rec["remediation"].as_str().is_some_and(|r| r.contains("passwd")), "{rec}");
+    let all = agent.matching(|e| e["kind"] == "recommendation");
+    assert!(all.len() >= 40, "one line per check: {}", all.len());
+    // --kinds leaves them out (a script asked for some kinds only).
+    drop(agent);
+    let agent = shrike_tests::Agent::start(&["--recommend-root", &dir, "--kinds", "exec"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(agent.matching(|e| e["kind"] == "recommendation").is_empty());
 }

@@ -18,7 +18,8 @@
 //! - `not` before a rule swaps pass and fail (not applicable stays so).
 //!
 //! Regexes are Wazuh's OS_Regex by default (`\.` any character, `.` a dot,
-//! `\p` punctuation, `\w` `[A-Za-z0-9@_-]`), translated; `regex_type: pcre2`
+//! `\p` punctuation, `\w` `[A-Za-z0-9@-]`; `\s` is any white space, a
+//! superset of OS_Regex's), translated; `regex_type: pcre2`
 //! takes them as written (Rust's regex syntax: no look-around or
 //! back-references, a rule using them is a load error).
 //!
@@ -545,9 +546,9 @@ pub fn from_os_regex(re: &str) -> String {
         match c {
             '\\' => match chars.next() {
                 Some('.') => out.push('.'),
-                Some('p') => out.push_str("[[:punct:]]"),
-                Some('w') => out.push_str("[A-Za-z0-9@_-]"),
-                Some('W') => out.push_str("[^A-Za-z0-9@_-]"),
+                Some('p') => out.push_str(r#"[()*+,\-.:;<=>?\[\]!"'#$%&|{}]"#),
+                Some('w') => out.push_str("[A-Za-z0-9@-]"),
+                Some('W') => out.push_str("[^A-Za-z0-9@-]"),
                 Some(c @ ('d' | 'D' | 's' | 'S' | 't')) => {
                     out.push('\\');
                     out.push(c);

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use regex::Regex;
+
 use super::{
     creds::{self, CredConfig},
     eval::{self, Env, Outcome},
@@ -340,4 +342,18 @@ fn report_outputs_and_exit_severity() {
     let report = assess(&load(&cfg).unwrap(), &cfg);
     assert!(report.findings.iter().all(|f| f.result == CheckResult::NotApplicable));
     assert!(Path::new(&cfg.root).exists());
+}
+
+#[test]
+fn os_regex_translation() {
+    let m = |re: &str, s: &str| Regex::new(&policy::from_os_regex(re)).unwrap().is_match(s);
+    assert!(m(r"^Port\.+22", "Port  22"));
+    assert!(!m(r"^a.c", "abc"), "a bare . is a dot");
+    assert!(m(r"^a.c", "a.c"));
+    assert!(m(r"^\w+$", "user-1@host"));
+    assert!(!m(r"^\w+$", "a_b"), "OS_Regex's \\w has no underscore");
+    assert!(m(r"^\p$", "?") && m(r"^\p$", "{") && !m(r"^\p$", "a"));
+    assert!(m(r"^x? [y]{2}$", "x? [y]{2}"), "?, [ ], {{ }} are literals");
+    assert!(m(r"\$HOME \(x\)", "$HOME (x)"));
+    assert!(m(r"^a|^b", "b"));
 }
