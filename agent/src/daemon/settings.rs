@@ -418,6 +418,38 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The agent id, the baseline and the spool default under the state
+    /// folder; explicit `spool_dir` / `agent_id_file` keep their place.
+    #[test]
+    fn state_dir_holds_the_agent_s_files_by_default() {
+        let s = RunSettings::resolve(&run_args(&["--dry-run"])).unwrap();
+        assert_eq!(s.state_dir, PathBuf::from("/var/lib/shrike"));
+        assert_eq!(s.spool_dir, PathBuf::from(defaults::SPOOL_DIR));
+        assert_eq!(s.agent_id_file, PathBuf::from(defaults::AGENT_ID_FILE));
+        let s = RunSettings::resolve(&run_args(&["--dry-run", "--state-dir", "/srv/st"])).unwrap();
+        assert_eq!(
+            (s.spool_dir.as_path(), s.agent_id_file.as_path()),
+            (Path::new("/srv/st/spool"), Path::new("/srv/st/agent-id"))
+        );
+        assert_eq!(s.detect.baseline.state_dir.as_deref(), Some(Path::new("/srv/st")));
+        let s = RunSettings::resolve(&run_args(&[
+            "--dry-run",
+            "--state-dir",
+            "/srv/st",
+            "--spool-dir",
+            "/q",
+            "--agent-id-file",
+            "/id",
+            "--baseline-learn",
+            "off",
+        ]))
+        .unwrap();
+        assert_eq!((s.spool_dir.as_path(), s.agent_id_file.as_path()), (Path::new("/q"), Path::new("/id")));
+        assert_eq!(s.detect.baseline.learn, None);
+        let err = RunSettings::resolve(&run_args(&["--dry-run", "--baseline-learn", "soon"])).unwrap_err();
+        assert!(err.to_string().contains("detect.baseline_learn"), "{err}");
+    }
+
     #[test]
     fn unknown_detect_keys_are_rejected() {
         let dir = std::env::temp_dir().join(format!("shrike-settings-{}", std::process::id()));

@@ -2,7 +2,7 @@
 //! and explainable. Per executable path it learns the users that run it, its
 //! parent executables, the remotes it connects to (address/24 for IPv4, /64
 //! for IPv6, and port), the ports it listens on and the watched files it
-//! writes ([`Baseline::observe_file_write`], fed by `file` events).
+//! writes (`file` events: the path changed, a rename's new name).
 //!
 //! For `baseline_learn` (default 24h) from the first event it only learns.
 //! After that every first-seen combination raises one low-severity alert
@@ -295,13 +295,6 @@ impl Baseline {
         learning
     }
 
-    /// A write to a watched file (a `file` event): learns `path` among the
-    /// files `ev`'s executable writes.
-    pub fn observe_file_write(&mut self, ev: &Event, path: &str, out: &mut Vec<Alert>) {
-        let Some(exe) = ev.exe.as_deref() else { return };
-        self.learn(ev, exe, &[(Aspect::FileWrite, path.to_owned())], out);
-    }
-
     fn learn(&mut self, ev: &Event, exe: &str, values: &[(Aspect, String)], out: &mut Vec<Alert>) {
         let learning = self.learning(ev.time);
         let before = (self.profile.overflow.executables, self.profile.overflow.values);
@@ -452,7 +445,7 @@ impl Detector for Baseline {
     }
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Exec, Kind::Connect, Kind::Listen]
+        &[Kind::Exec, Kind::Connect, Kind::Listen, Kind::File]
     }
 
     fn observe(&mut self, ev: &Event, out: &mut Vec<Alert>) {
@@ -475,6 +468,15 @@ impl Detector for Baseline {
                     return;
                 };
                 self.learn(ev, exe, &[(Aspect::Listener, format!("{port}/{}", s.protocol))], out);
+            }
+            // A change to a watched file: its path (a rename's new name too).
+            Body::File(f) if f.success => {
+                let Some(exe) = ev.exe.as_deref() else { return };
+                let mut values = vec![(Aspect::FileWrite, f.path.clone())];
+                if let Some(p) = &f.new_path {
+                    values.push((Aspect::FileWrite, p.clone()));
+                }
+                self.learn(ev, exe, &values, out);
             }
             _ => {}
         }

@@ -91,12 +91,41 @@ fn users_parents_and_listeners() {
     assert_eq!(alerts[0].details["known"], "alice");
     assert_eq!(alerts[1].details["known"], "/usr/bin/bash");
     assert_eq!(alerts[2].details["new"], "1883/tcp");
-    // The file-write hook (fed by `file` events).
-    let mut out = Vec::new();
-    let w = with_exe(exec(152.0, 31, 1, "/usr/sbin/useradd", &[]), "/usr/sbin/useradd");
-    d.observe_file_write(&w, "/etc/passwd", &mut out);
-    d.observe_file_write(&w, "/etc/shadow", &mut out);
+    // Writes to watched files (`file` events); failed ones are not learnt.
+    let w = |at: f64, op: &'static str, path: &str, ok: bool| {
+        let f = crate::events::file::File {
+            operation: op,
+            path: path.into(),
+            new_path: None,
+            target: None,
+            mode: None,
+            owner_uid: None,
+            owner_gid: None,
+            open_flags: None,
+            directory: false,
+            result: if ok { 0 } else { -13 },
+            success: ok,
+            error: None,
+            path_truncated: false,
+            resolved_from: None,
+            raw: Default::default(),
+        };
+        let mut ev = crate::detect::builtin::testing::event(at, 31, Body::File(f));
+        ev.exe = Some("/usr/sbin/useradd".into());
+        ev
+    };
+    let out = feed(
+        &mut d,
+        &[
+            w(152.0, "write", "/etc/passwd", true),
+            w(153.0, "write", "/etc/shadow", false),
+            w(154.0, "write", "/etc/shadow", true),
+            w(155.0, "write", "/etc/passwd", true),
+        ],
+    );
     assert_eq!(rules(&out), ["baseline-new-executable", "baseline-new-file-write"]);
+    assert_eq!(out[1].details["new"], "/etc/shadow");
+    assert_eq!(out[1].details["known"], "/etc/passwd");
 }
 
 #[test]
@@ -205,4 +234,33 @@ fn a_reset_on_disk_is_taken_over() {
     let p = store::read(&path).unwrap();
     assert_eq!(p.learn_started, Some(t(160.0).timestamp()));
     assert!(p.executables.contains_key("/usr/bin/new5"));
+}
+
+/// What a SIGHUP does: the running stage persists, a new stage is built
+/// from the same settings and loads the profile; nothing is relearnt.
+#[test]
+fn a_rebuilt_stage_keeps_the_profile() {
+    let s = Scratch::new("baseline-stage");
+    let mut cfg = s.config();
+    cfg.baseline = BaselineConfig { learn: Some(LEARN), state_dir: Some(s.0.clone()) };
+    let mut stage = crate::detect::Detect::new(&cfg).unwrap();
+    let mut out = Vec::new();
+    for mut ev in normal(0.0) {
+        stage.process(&mut ev, &mut out);
+    }
+    stage.persist();
+    let mut stage = crate::detect::Detect::new(&cfg).unwrap();
+    stage.tick(t(150.0), &mut out);
+    let baseline_alerts = |out: &[Event]| {
+        out.iter().filter(|e| matches!(&e.body, Body::Alert(a) if a.rule.starts_with("baseline-"))).count()
+    };
+    for mut ev in normal(151.0) {
+        stage.process(&mut ev, &mut out);
+    }
+    assert_eq!(baseline_alerts(&out), 0, "learnt before the rebuild: {out:#?}");
+    let mut ev = exec(152.0, 40, 1, "/usr/bin/new", &["new"]);
+    stage.process(&mut ev, &mut out);
+    assert_eq!(baseline_alerts(&out), 1);
+    stage.tick(t(153.0), &mut out); // the counters are reported at ticks
+    assert!(stage.stats.baseline.as_ref().is_some_and(|b| !b.learning && b.executables == 4));
 }
