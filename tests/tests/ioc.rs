@@ -147,3 +147,35 @@ fn executables_with_a_listed_hash() {
     let hash = &stats.0["detect"]["ioc"]["hash"];
     assert!(hash["hashed"].as_u64().unwrap() >= 2, "{hash}");
 }
+
+/// A listed binary deleted while it runs: the hash is read through
+/// /proc/PID/exe, so the file that ran is still judged.
+#[test]
+fn a_listed_binary_deleted_while_it_runs() {
+    if !require_root() {
+        return;
+    }
+    let dir = TempDir::new("ioc-deleted");
+    let bin = dir.path().join("dropper");
+    std::fs::copy("/usr/bin/sleep", &bin).unwrap();
+    let want = hex(&std::fs::read(&bin).unwrap());
+    let list = dir.path().join("hashes.txt");
+    std::fs::write(&list, format!("{want}\n")).unwrap();
+    let agent = start(&list);
+    // The agent frozen until the file is gone: it sees the exec only after
+    // the deletion (as with droppers that delete themselves at once), when
+    // the path no longer opens and only /proc/PID/exe reaches the file.
+    agent.suspend();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut child = Command::new(&bin).arg("3").spawn().unwrap();
+    std::fs::remove_file(&bin).unwrap();
+    agent.resume();
+    let pid = child.id();
+    let a = agent.wait_for("an ioc-executable alert for the deleted binary", |e| {
+        is_alert(e, "ioc-executable", |ev| ev["pid"] == pid)
+    });
+    assert_eq!(a["details"]["sha256"], want.as_str(), "{a}");
+    let _ = child.kill();
+    let _ = child.wait();
+    agent.stop();
+}

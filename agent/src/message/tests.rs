@@ -349,3 +349,20 @@ fn every_mapped_event_has_thread_and_comm() {
         assert_eq!(extra(&p)["Comm"], "curl");
     }
 }
+
+#[test]
+fn exec_sha256_in_extra_details() {
+    let mut exec = exec_ok();
+    exec.sha256 = Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into());
+    let Some(Payload::ProcessCreate(items)) = to_payload(&event(Body::Exec(exec))) else { panic!() };
+    assert_eq!(
+        items[0].extra_details["Sha256"],
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert!(!items[0].extra_details.contains_key("Sha256Skipped"));
+    let mut exec = exec_ok();
+    exec.sha256_skipped = Some("too_large");
+    let Some(Payload::ProcessCreate(items)) = to_payload(&event(Body::Exec(exec))) else { panic!() };
+    assert_eq!(items[0].extra_details["Sha256Skipped"], "too_large");
+    assert!(!items[0].extra_details.contains_key("Sha256"));
+}
