@@ -900,6 +900,8 @@ fn start_config(
                 "1s",
             ])
             .args(["--aggregate-interval", "1s", "--log", "info"])
+            // The OS baseline's file walk at start is not what this measures.
+            .arg("--no-recommendations")
             .arg("--spool-dir")
             .arg(dir.join("spool"))
             .arg("--agent-id-file")
@@ -1263,6 +1265,7 @@ fn latency_phase(agent: &Path, broker: &Broker, dir: &Path, quick: bool) -> anyh
         "exec=high",
         "--aggregate",
         "exec=off",
+        "--no-recommendations",
     ])
     .arg("--spool-dir")
     .arg(dir.join("spool"))
@@ -1316,7 +1319,7 @@ fn alert_latency_phase(agent: &Path, broker: &Broker, dir: &Path, quick: bool) -
     let hub = format!("mqtt://127.0.0.1:{}", broker.port);
     let err = dir.join("stderr");
     let mut c = Command::new(agent);
-    c.args(["run", "--hub", &hub, "--client-id", TOPIC_ID])
+    c.args(["run", "--hub", &hub, "--client-id", TOPIC_ID, "--no-recommendations"])
         .arg("--spool-dir")
         .arg(dir.join("spool"))
         .arg("--agent-id-file")
