@@ -14,16 +14,23 @@
 
 mod agent_tampering;
 mod bounded;
+mod cron_changed;
 mod crypto_miner;
 mod exec_from_tmp;
 mod failures;
+mod file_change;
+mod ld_preload_set;
 mod login_after_failures;
 mod login_brute_force;
 mod new_listener;
+mod passwd_changed;
 mod privilege_escalation;
 mod procfs;
 mod reverse_shell;
 mod shell_from_service;
+mod ssh_key_added;
+mod sudoers_changed;
+mod system_binary_replaced;
 mod user_account_change;
 
 #[cfg(test)]
@@ -48,7 +55,7 @@ use crate::events::{Event, Exec};
 
 /// The ids of the built-in detectors (what `--disable-rule` and `disabled`
 /// name).
-pub const IDS: [&str; 10] = [
+pub const IDS: [&str; 16] = [
     exec_from_tmp::RULE.id,
     shell_from_service::RULE.id,
     reverse_shell::RULE.id,
@@ -59,6 +66,12 @@ pub const IDS: [&str; 10] = [
     crypto_miner::RULE.id,
     user_account_change::RULE.id,
     agent_tampering::RULE.id,
+    ssh_key_added::RULE.id,
+    passwd_changed::RULE.id,
+    sudoers_changed::RULE.id,
+    cron_changed::RULE.id,
+    ld_preload_set::RULE.id,
+    system_binary_replaced::RULE.id,
 ];
 
 /// The enabled built-in detectors.
@@ -94,6 +107,19 @@ pub fn detectors(cfg: &DetectConfig) -> Result<Vec<Box<dyn Detector>>, DetectErr
     }
     if on(agent_tampering::RULE.id) {
         out.push(Box::new(AgentTampering::new(cfg)));
+    }
+    // File integrity: one stateless rule each over `file` events.
+    for (id, make) in [
+        (ssh_key_added::RULE.id, ssh_key_added::detector as fn(&DetectConfig) -> file_change::FileChange),
+        (passwd_changed::RULE.id, passwd_changed::detector),
+        (sudoers_changed::RULE.id, sudoers_changed::detector),
+        (cron_changed::RULE.id, cron_changed::detector),
+        (ld_preload_set::RULE.id, ld_preload_set::detector),
+        (system_binary_replaced::RULE.id, system_binary_replaced::detector),
+    ] {
+        if on(id) {
+            out.push(Box::new(make(cfg)));
+        }
     }
     Ok(out)
 }
