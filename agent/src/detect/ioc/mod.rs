@@ -51,7 +51,8 @@ pub const CONNECTION: Rule = Rule {
     severity: Severity::High,
     tags: &["attack.command_and_control", "attack.t1071"],
     description: "The address is on an IoC list loaded with --ioc (a botnet C2, a scanner, a malware host...). \
-        Every attempt is reported, failed ones too (a refused connect to a C2 still shows an infected process).",
+        Every attempt is reported, failed ones too (a refused connect to a C2 still shows an infected process); \
+        a non-blocking connect once, at its attempt.",
     remediation: "Identify the process and how it got here (its parent, the user, when it was installed). If it \
         is not legitimate traffic to an address wrongly listed, isolate the device, block the address and \
         investigate the process's executable.",
@@ -267,6 +268,11 @@ impl Ioc {
             Body::Accept(s) => (s, true),
             _ => return,
         };
+        // A non-blocking connect was judged at its attempt; its later
+        // outcome event would only repeat the alert.
+        if s.async_outcome {
+            return;
+        }
         let ends = [
             ("remote", s.remote_addr, s.remote_port),
             ("local", s.local_addr.filter(|_| accept), s.local_port),
@@ -493,6 +499,11 @@ mod tests {
         if let Body::Connect(c) = &mut failed.body {
             c.status = "refused";
         }
+        // The outcome event of a non-blocking connect already judged.
+        let mut outcome = connect(7.0, 10, "127.0.0.2", 80);
+        if let Body::Connect(c) = &mut outcome.body {
+            c.async_outcome = true;
+        }
         let alerts = run(
             &mut d,
             &[
@@ -503,6 +514,7 @@ mod tests {
                 connect(4.0, 14, "::ffff:127.0.0.9", 22),
                 accept(5.0, 15, 22, "198.51.100.1"),
                 accept(6.0, 16, 22, "127.0.0.77"),
+                outcome,
             ],
         );
         let pids: Vec<u32> = alerts.iter().map(|a| a.event.pid).collect();
