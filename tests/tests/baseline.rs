@@ -1,7 +1,8 @@
 //! The learnt baseline against the real kernel: `shrike events` learns for
 //! a few seconds (`--baseline-learn`) in a state folder of its own, then a
 //! new binary and a new destination raise `baseline-*` alerts and what was
-//! learnt stays quiet; the profile survives a restart (no relearning), and
+//! learnt stays quiet (a binary, a connection, a write to a watched file);
+//! the profile survives a restart (no relearning), and
 //! a corrupted profile is reported and relearnt without a crash.
 
 use std::{
@@ -13,8 +14,25 @@ use std::{
 
 use shrike_tests::{Agent, TempDir, Value, agent_bin, helper_bin, is, require_root, run_helper, run_to_end};
 
-fn start(state: &Path, learn: &str) -> Agent {
-    Agent::start(&["--state-dir", state.to_str().expect("utf-8"), "--baseline-learn", learn])
+fn start(state: &Path, learn: &str, watch: &Path) -> Agent {
+    Agent::start(&[
+        "--state-dir",
+        state.to_str().expect("utf-8"),
+        "--baseline-learn",
+        learn,
+        "--watch",
+        watch.to_str().expect("utf-8"),
+    ])
+}
+
+/// A shell writes `file` (under the watched folder); waits for the `file`
+/// event; returns the shell's pid.
+fn write(agent: &Agent, file: &Path) -> u32 {
+    let script = format!("echo x > {}", file.display());
+    let (pid, _, st) = run_to_end(Command::new("/bin/sh").args(["-c", &script]));
+    assert!(st.success(), "{script}: {st}");
+    agent.wait_for(&format!("the write of {}", file.display()), |e| is(e, "file", pid));
+    pid
 }
 
 fn wait_log(agent: &Agent, what: &str, limit: Duration) -> String {
@@ -83,6 +101,8 @@ fn learns_alerts_survives_a_restart_and_a_corrupt_file() {
     }
     let state = TempDir::new("baseline-state");
     let bins = TempDir::new("baseline-bins");
+    let watched = TempDir::new("baseline-watched");
+    let (conf, other_conf) = (watched.path().join("a.conf"), watched.path().join("b.conf"));
     let known = TcpListener::bind("127.0.0.1:0").expect("listener");
     let known_port = known.local_addr().unwrap().port();
     let other = TcpListener::bind("127.0.0.2:0").expect("listener on 127.0.0.2");
@@ -92,13 +112,13 @@ fn learns_alerts_survives_a_restart_and_a_corrupt_file() {
     let helper = helper_bin!().to_owned();
 
     // 1. Learning: /bin/true and a connection to a local port.
-    let agent = start(state.path(), "5s");
-    let learnt = [run(&agent, "/bin/true"), connect(&agent, "127.0.0.1", known_port)];
+    let agent = start(state.path(), "5s", watched.path());
+    let learnt = [run(&agent, "/bin/true"), connect(&agent, "127.0.0.1", known_port), write(&agent, &conf)];
     wait_log(&agent, "baseline learnt", Duration::from_secs(30));
     assert_quiet(&agent, &learnt, "during learning");
 
     // After learning: the learnt ones are quiet...
-    let again = [run(&agent, "/bin/true"), connect(&agent, "127.0.0.1", known_port)];
+    let again = [run(&agent, "/bin/true"), connect(&agent, "127.0.0.1", known_port), write(&agent, &conf)];
     assert_quiet(&agent, &again, "learnt behaviour");
     // ...a new binary and a new destination fire, once.
     let mytrue = bins.path().join("mytrue");
@@ -123,7 +143,14 @@ fn learns_alerts_survives_a_restart_and_a_corrupt_file() {
         "what was known is named: {a}"
     );
     assert_eq!(baseline_alerts(&agent, pid).len(), 1, "one alert: {:#?}", baseline_alerts(&agent, pid));
-    let repeat = [run(&agent, &mytrue), connect(&agent, "127.0.0.2", other_port)];
+    // A watched file the shell never wrote.
+    let pid = write(&agent, &other_conf);
+    let a = agent.wait_for("baseline-new-file-write", |e| {
+        e["kind"] == "alert" && e["rule"] == "baseline-new-file-write" && e["event"]["pid"] == pid
+    });
+    assert_eq!(a["details"]["new"], other_conf.to_str().unwrap(), "{a}");
+    assert_eq!(a["details"]["known"], conf.to_str().unwrap(), "{a}");
+    let repeat = [run(&agent, &mytrue), connect(&agent, "127.0.0.2", other_port), write(&agent, &other_conf)];
     assert_quiet(&agent, &repeat, "a repeat of what was new");
     let stats = agent.stop();
     assert_eq!(stats.0["detect"]["baseline"]["learning"], false, "{}", stats.0);
@@ -136,7 +163,7 @@ fn learns_alerts_survives_a_restart_and_a_corrupt_file() {
     assert!(dests.contains(&format!("127.0.0.0/24:{other_port}")), "{dests}");
 
     // 2. Restart on the same state: no relearning, the learnt ones stay quiet.
-    let agent = start(state.path(), "5s");
+    let agent = start(state.path(), "5s", watched.path());
     wait_log(&agent, "baseline profile loaded", Duration::from_secs(5));
     let quiet = [
         run(&agent, "/bin/true"),
@@ -157,7 +184,7 @@ fn learns_alerts_survives_a_restart_and_a_corrupt_file() {
     let mid = bytes.len() - 10;
     bytes[mid] ^= 0x55;
     std::fs::write(&file, &bytes).unwrap();
-    let agent = start(state.path(), "1h");
+    let agent = start(state.path(), "1h", watched.path());
     let line = wait_log(&agent, "baseline profile unusable", Duration::from_secs(5));
     assert!(line.contains(file.to_str().unwrap()) && line.contains("corrupt"), "{line}");
     let learning = [run(&agent, &mytrue), connect(&agent, "127.0.0.1", third_port)];

@@ -96,7 +96,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     misses_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The OS baseline (recommendations): assessed on a blocking thread at
     // start and every snapshot interval, off the event path.
-    let mut baseline_job: Option<tokio::task::JoinHandle<Option<shrike_common::schema::Event>>> = None;
+    let mut baseline_job: Option<tokio::task::JoinHandle<Option<Vec<shrike_common::schema::Event>>>> = None;
     let outcome: anyhow::Result<()> = loop {
         let next_agg = pipe.next_aggregate();
         tokio::select! {
@@ -128,14 +128,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 if pipe.settings.detect.recommend.enabled && baseline_job.is_none() {
                     let cfg = pipe.settings.detect.recommend.clone();
+                    let max = pipe.settings.max_message_size;
                     baseline_job = Some(tokio::task::spawn_blocking(move || {
-                        crate::recommend::run_once(&cfg).map(|r| r.os_baseline())
+                        crate::recommend::run_once(&cfg).map(|r| r.os_baseline(max))
                     }));
                 }
             }
             Some(done) = async { Some(baseline_job.as_mut()?.await) }, if baseline_job.is_some() => {
                 baseline_job = None;
-                if let Ok(Some(ev)) = done {
+                for ev in done.ok().flatten().unwrap_or_default() {
                     pipe.batches.push(Priority::Low, ev, &mut pipe.sink);
                 }
             }
