@@ -22,6 +22,8 @@ use super::{
 
 /// Bytes of a file or a command's output looked at, at most.
 const MAX_READ: u64 = 8 << 20;
+/// Characters of a matching line quoted in a result's reason.
+const EVIDENCE_CHARS: usize = 200;
 /// Levels a `d:` rule searches below its directory.
 const DIR_DEPTH: usize = 8;
 
@@ -153,11 +155,11 @@ pub fn rule(r: &Rule, origin: &Origin, env: &mut Env) -> Verdict {
             Err(why) => na(why),
             Ok(lines) => match content {
                 None => match lines.first() {
-                    Some(l) => pass(format!("{}: {}", l.origin, l.text)),
+                    Some(l) => pass(format!("{}: {}", l.origin, clip(&l.text))),
                     None => fail(""),
                 },
                 Some(c) => match lines.iter().find(|l| c.matches(&l.text)) {
-                    Some(l) => pass(format!("{}: {}", l.origin, l.text)),
+                    Some(l) => pass(format!("{}: {}", l.origin, clip(&l.text))),
                     None => fail(""),
                 },
             },
@@ -186,7 +188,15 @@ fn find(text: &str, content: &Content, origin: &str) -> Option<String> {
     text.lines()
         .enumerate()
         .find(|(_, l)| content.matches(l))
-        .map(|(i, l)| format!("{origin}:{}: {}", i + 1, l.trim()))
+        .map(|(i, l)| format!("{origin}:{}: {}", i + 1, clip(l.trim())))
+}
+
+/// A line as evidence: at most [`EVIDENCE_CHARS`] characters.
+pub fn clip(line: &str) -> String {
+    match line.char_indices().nth(EVIDENCE_CHARS) {
+        Some((at, _)) => format!("{}...", &line[..at]),
+        None => line.to_owned(),
+    }
 }
 
 fn file_rule(env: &Env, files: &[String], content: Option<&Content>) -> Verdict {

@@ -247,44 +247,60 @@ impl Report {
         self.findings.iter().map(|f| serde_json::to_string(f).unwrap_or_default()).collect()
     }
 
-    /// The `OSBaseline` snapshot: one item per check that applies here.
-    pub fn os_baseline(&self) -> sm::Event {
-        let items: Vec<sm::OSBaseline> = self
-            .findings
-            .iter()
-            .filter(|f| f.result != CheckResult::NotApplicable)
-            .map(|f| {
-                let mut extra = sm::ExtraDetails::new();
-                extra.insert("CheckId".into(), f.check.clone());
-                extra.insert("Policy".into(), f.policy.clone());
-                extra.insert("Title".into(), f.title.clone());
-                if !f.remediation.is_empty() {
-                    extra.insert("Remediation".into(), f.remediation.clone());
-                }
-                sm::OSBaseline {
-                    description: f.description.clone(),
-                    cce_id: f.cce_id.clone(),
-                    result: match f.result {
-                        CheckResult::Pass => sm::BaselineResult::Pass,
-                        CheckResult::Fail => sm::BaselineResult::Fail,
-                        _ => sm::BaselineResult::Err,
-                    },
-                    error: if f.result == CheckResult::Pass { String::new() } else { f.reason.clone() },
-                    severity: match f.sev {
-                        Severity::Critical => sm::BaselineSeverity::Critical,
-                        Severity::High => sm::BaselineSeverity::Important,
-                        Severity::Medium => sm::BaselineSeverity::Warning,
-                        Severity::Low | Severity::Informational => sm::BaselineSeverity::Informational,
-                    },
-                    extra_details: extra,
-                }
-            })
-            .collect();
-        if items.is_empty() {
-            sm::Event::empty(sm::Kind::OSBaseline)
-        } else {
-            sm::Event::new(sm::Payload::OSBaseline(items))
+    /// The `OSBaseline` snapshot: one item per check that applies here, in
+    /// as many events as keep each under `max_bytes` of JSON (a message
+    /// holds at least one event, and `max_message_size` bounds messages).
+    pub fn os_baseline(&self, max_bytes: usize) -> Vec<sm::Event> {
+        // The message envelope and the event's own fields.
+        let budget = max_bytes.saturating_sub(1024).max(256);
+        let mut out = Vec::new();
+        let mut items: Vec<sm::OSBaseline> = Vec::new();
+        let mut size = 0;
+        for item in self.baseline_items() {
+            let n = serde_json::to_vec(&item).map(|v| v.len()).unwrap_or(0) + 1;
+            if !items.is_empty() && size + n > budget {
+                out.push(sm::Event::new(sm::Payload::OSBaseline(std::mem::take(&mut items))));
+                size = 0;
+            }
+            size += n;
+            items.push(item);
         }
+        if !items.is_empty() {
+            out.push(sm::Event::new(sm::Payload::OSBaseline(items)));
+        }
+        if out.is_empty() {
+            out.push(sm::Event::empty(sm::Kind::OSBaseline));
+        }
+        out
+    }
+
+    fn baseline_items(&self) -> impl Iterator<Item = sm::OSBaseline> + '_ {
+        self.findings.iter().filter(|f| f.result != CheckResult::NotApplicable).map(|f| {
+            let mut extra = sm::ExtraDetails::new();
+            extra.insert("CheckId".into(), f.check.clone());
+            extra.insert("Policy".into(), f.policy.clone());
+            extra.insert("Title".into(), f.title.clone());
+            if !f.remediation.is_empty() {
+                extra.insert("Remediation".into(), f.remediation.clone());
+            }
+            sm::OSBaseline {
+                description: f.description.clone(),
+                cce_id: f.cce_id.clone(),
+                result: match f.result {
+                    CheckResult::Pass => sm::BaselineResult::Pass,
+                    CheckResult::Fail => sm::BaselineResult::Fail,
+                    _ => sm::BaselineResult::Err,
+                },
+                error: if f.result == CheckResult::Pass { String::new() } else { f.reason.clone() },
+                severity: match f.sev {
+                    Severity::Critical => sm::BaselineSeverity::Critical,
+                    Severity::High => sm::BaselineSeverity::Important,
+                    Severity::Medium => sm::BaselineSeverity::Warning,
+                    Severity::Low | Severity::Informational => sm::BaselineSeverity::Informational,
+                },
+                extra_details: extra,
+            }
+        })
     }
 
     /// A readable table: result, severity, check, title, and why.

@@ -326,11 +326,20 @@ fn report_outputs_and_exit_severity() {
     assert!(report.high_failures() >= 1);
     let line: serde_json::Value = serde_json::from_str(&report.json_lines()[0]).unwrap();
     assert_eq!(line["kind"], "recommendation");
-    let ev = report.os_baseline();
-    ev.validate().unwrap();
-    let json = serde_json::to_value(&ev).unwrap();
+    let evs = report.os_baseline(256 * 1024);
+    assert_eq!(evs.len(), 1);
+    evs[0].validate().unwrap();
+    let json = serde_json::to_value(&evs[0]).unwrap();
     assert_eq!(json["Name"], "OSBaseline");
     let items = json["Payload"].as_array().unwrap();
+    // A small max_message_size splits the snapshot; every item is kept.
+    let small = report.os_baseline(2048);
+    assert!(small.len() > 1);
+    let n: usize = small.iter().map(|e| e.payload.len()).sum();
+    assert_eq!(n, items.len());
+    for e in &small {
+        assert!(serde_json::to_vec(e).unwrap().len() < 2048, "{e:?}");
+    }
     assert!(items.iter().any(|i| i["CceId"] == "shrike_gateway:91061"
         && i["Result"] == "Fail"
         && i["Severity"] == "Critical"));
