@@ -5,6 +5,9 @@
 //! the profile survives a restart (no relearning), and
 //! a corrupted profile is reported and relearnt without a crash.
 
+#[expect(dead_code, reason = "this file uses only RunAgent of the hub tests' helpers")]
+mod hub_support;
+
 use std::{
     net::TcpListener,
     path::Path,
@@ -218,4 +221,47 @@ fn learns_alerts_survives_a_restart_and_a_corrupt_file() {
     assert_eq!(p["executables"], serde_json::json!({}), "{p}");
     assert_eq!(p["learn_started"], "-", "{p}");
     drop((known, other, third));
+}
+
+/// `shrike run`: the agent id lives in the state folder; a SIGHUP saves the
+/// running profile before the rebuilt stage loads it (what was learnt a
+/// moment before is in it, well before the minute's save); a `shrike
+/// baseline reset` made while the agent runs is taken over at the next
+/// SIGHUP, not overwritten by the running profile.
+#[test]
+fn shrike_run_keeps_the_profile_over_sighup_and_takes_a_reset() {
+    if !require_root() {
+        return;
+    }
+    let state = TempDir::new("baseline-run");
+    let st = state.path().to_str().unwrap().to_owned();
+    let args: Vec<String> =
+        ["--dry-run", "--state-dir", &st, "--baseline-learn", "1h"].iter().map(|s| s.to_string()).collect();
+    let mut agent = hub_support::RunAgent::start(&args);
+    assert!(state.path().join("agent-id").is_file(), "the agent id is in the state folder");
+    assert!(agent.wait_log(Duration::from_secs(5), "no baseline profile yet"), "{:?}", agent.log());
+    let bins = TempDir::new("baseline-run-bins");
+    let tool = bins.path().join("learnt-before-sighup");
+    std::fs::copy("/usr/bin/true", &tool).unwrap();
+    let (_, _, status) = run_to_end(&mut Command::new(&tool));
+    assert!(status.success());
+    // The exec reaches the stage within the reader's poll interval.
+    std::thread::sleep(Duration::from_secs(2));
+    agent.signal(libc::SIGHUP);
+    assert!(agent.wait_log(Duration::from_secs(10), "detection rebuilt"), "{:?}", agent.log());
+    assert!(agent.wait_log(Duration::from_secs(5), "baseline profile loaded"), "{:?}", agent.log());
+    let p = show(state.path());
+    assert!(p["executables"][tool.to_str().unwrap()].is_object(), "saved before the rebuild: {p}");
+    let before = p["id"].clone();
+
+    let out = Command::new(agent_bin()).args(["baseline", "reset", "--state-dir", &st]).output().unwrap();
+    assert!(out.status.success());
+    let reset = show(state.path())["id"].clone();
+    assert_ne!(reset, before);
+    agent.signal(libc::SIGHUP);
+    assert!(agent.wait_log(Duration::from_secs(10), "reset on disk"), "{:?}", agent.log());
+    agent.stop();
+    let p = show(state.path());
+    assert_eq!(p["id"], reset, "the reset profile was kept, not overwritten: {p}");
+    assert!(p["executables"][tool.to_str().unwrap()].is_null(), "{p}");
 }
