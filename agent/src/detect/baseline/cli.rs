@@ -145,7 +145,7 @@ mod tests {
         p.learn_until = Some(1_800_000_100);
         p.learn(
             "/usr/bin/curl",
-            &[(Aspect::User, "root".into()), (Aspect::Destination, "10.1.2.0/24:443".into())],
+            &[(Aspect::User, "root"), (Aspect::Destination, "10.1.2.0/24:443")],
             &mut Vec::new(),
         );
         let text = show_text(Path::new("/s/baseline.profile"), &p, 1_800_000_050);

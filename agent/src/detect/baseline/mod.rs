@@ -30,7 +30,7 @@ pub mod cli;
 pub mod profile;
 pub mod store;
 
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, fmt::Write, net::IpAddr, path::PathBuf, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -40,6 +40,9 @@ use super::{
     builtin::{Rule, exec_path},
 };
 use crate::events::{Body, Event, Kind, Sock};
+
+/// Caps reached that are logged (each is counted in the stats).
+const MAX_CAP_WARNINGS: u32 = 16;
 
 /// The detector's id (`disabled = ["baseline"]` switches it off).
 pub const ID: &str = "baseline";
@@ -110,6 +113,10 @@ pub struct Baseline {
     saves: u64,
     save_errors: u64,
     found: Vec<Finding>,
+    /// A value made for the event at hand (a destination, a port).
+    buf: String,
+    /// Cap warnings logged (the first few only; all are counted).
+    cap_warnings: u32,
 }
 
 const RULE_EXE: Rule = Rule {
@@ -254,6 +261,8 @@ impl Baseline {
             saves: 0,
             save_errors: 0,
             found: Vec::new(),
+            buf: String::new(),
+            cap_warnings: 0,
         };
         b.set_until();
         b
@@ -295,13 +304,26 @@ impl Baseline {
         learning
     }
 
-    fn learn(&mut self, ev: &Event, exe: &str, values: &[(Aspect, String)], out: &mut Vec<Alert>) {
+    fn learn(&mut self, ev: &Event, exe: &str, values: &[(Aspect, &str)], out: &mut Vec<Alert>) {
         let learning = self.learning(ev.time);
         let before = (self.profile.overflow.executables, self.profile.overflow.values);
         let mut found = std::mem::take(&mut self.found);
         self.profile.learn(exe, values, &mut found);
         if !found.is_empty() || before != (self.profile.overflow.executables, self.profile.overflow.values) {
             self.dirty = true;
+        }
+        for f in &found {
+            if let Finding::Full(what) = f {
+                self.cap_warnings += 1;
+                if self.cap_warnings <= MAX_CAP_WARNINGS {
+                    tracing::warn!(
+                        cap = %what,
+                        exe,
+                        "baseline cap reached: what it refuses from now on is counted, not stored{}",
+                        if self.cap_warnings == MAX_CAP_WARNINGS { " (further caps: in the stats only)" } else { "" }
+                    );
+                }
+            }
         }
         if !learning {
             for f in found.drain(..) {
@@ -320,7 +342,7 @@ impl Baseline {
             .unwrap_or_default()
     }
 
-    fn alert(&self, ev: &Event, exe: &str, values: &[(Aspect, String)], f: Finding) -> Alert {
+    fn alert(&self, ev: &Event, exe: &str, values: &[(Aspect, &str)], f: Finding) -> Alert {
         let mut details = BTreeMap::new();
         details.insert("executable", exe.to_owned());
         details.insert("learnt_until", self.learnt_until());
@@ -448,38 +470,51 @@ impl Detector for Baseline {
         &[Kind::Exec, Kind::Connect, Kind::Listen, Kind::File]
     }
 
+    /// No allocation for what is already known: values are borrowed from
+    /// the event, or written into a buffer kept between events.
     fn observe(&mut self, ev: &Event, out: &mut Vec<Alert>) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         match &ev.body {
             Body::Exec(x) if x.success => {
-                let exe = exec_path(ev, x).to_owned();
-                let user = ev.user.clone().unwrap_or_else(|| format!("uid {}", ev.uid));
-                let mut values = vec![(Aspect::User, user)];
-                if let Some(p) = &x.parent_exe {
-                    values.push((Aspect::Parent, p.clone()));
-                }
-                self.learn(ev, &exe, &values, out);
+                let user = match ev.user.as_deref() {
+                    Some(u) => u,
+                    None => {
+                        let _ = write!(buf, "uid {}", ev.uid);
+                        &buf
+                    }
+                };
+                let vals = [(Aspect::User, user), (Aspect::Parent, x.parent_exe.as_deref().unwrap_or(""))];
+                let n = if x.parent_exe.is_some() { 2 } else { 1 };
+                self.learn(ev, exec_path(ev, x), &vals[..n], out);
             }
             Body::Connect(s) => {
-                let (Some(exe), Some(dest)) = (ev.exe.as_deref(), destination(s)) else { return };
-                self.learn(ev, exe, &[(Aspect::Destination, dest)], out);
+                if let Some(exe) = ev.exe.as_deref() {
+                    if write_destination(&mut buf, s) {
+                        self.learn(ev, exe, &[(Aspect::Destination, &buf)], out);
+                    }
+                }
             }
             Body::Listen(s) => {
-                let (Some(exe), Some(port)) = (ev.exe.as_deref(), s.local_port.filter(|p| *p != 0)) else {
-                    return;
-                };
-                self.learn(ev, exe, &[(Aspect::Listener, format!("{port}/{}", s.protocol))], out);
+                if let (Some(exe), Some(port)) = (ev.exe.as_deref(), s.local_port.filter(|p| *p != 0)) {
+                    let _ = write!(buf, "{port}/{}", s.protocol);
+                    self.learn(ev, exe, &[(Aspect::Listener, &buf)], out);
+                }
             }
             // A change to a watched file: its path (a rename's new name too).
             Body::File(f) if f.success => {
-                let Some(exe) = ev.exe.as_deref() else { return };
-                let mut values = vec![(Aspect::FileWrite, f.path.clone())];
-                if let Some(p) = &f.new_path {
-                    values.push((Aspect::FileWrite, p.clone()));
+                if let Some(exe) = ev.exe.as_deref() {
+                    let vals = [
+                        (Aspect::FileWrite, f.path.as_str()),
+                        (Aspect::FileWrite, f.new_path.as_deref().unwrap_or("")),
+                    ];
+                    let n = if f.new_path.is_some() { 2 } else { 1 };
+                    self.learn(ev, exe, &vals[..n], out);
                 }
-                self.learn(ev, exe, &values, out);
             }
             _ => {}
         }
+        self.buf = buf;
     }
 
     fn tick(&mut self, now: DateTime<Utc>, _out: &mut Vec<Alert>) {
@@ -516,23 +551,29 @@ impl Detector for Baseline {
 /// The remote of a connection as learnt: `10.1.2.0/24:443`,
 /// `[2001:db8:1:2::/64]:443` (IPv4-mapped addresses as IPv4).
 pub fn destination(s: &Sock) -> Option<String> {
-    let (addr, port) = (s.remote_addr?, s.remote_port?);
-    Some(match addr {
-        IpAddr::V4(a) => v4(a, port),
+    let mut out = String::new();
+    write_destination(&mut out, s).then_some(out)
+}
+
+/// [`destination`] appended to `out`; false when the remote is not known.
+fn write_destination(out: &mut String, s: &Sock) -> bool {
+    let (Some(addr), Some(port)) = (s.remote_addr, s.remote_port) else { return false };
+    let v4 = |out: &mut String, a: std::net::Ipv4Addr| {
+        let o = a.octets();
+        let _ = write!(out, "{}.{}.{}.0/24:{port}", o[0], o[1], o[2]);
+    };
+    match addr {
+        IpAddr::V4(a) => v4(out, a),
         IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(a) => v4(a, port),
+            Some(a) => v4(out, a),
             None => {
                 let s = a.segments();
                 let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
-                format!("[{net}/64]:{port}")
+                let _ = write!(out, "[{net}/64]:{port}");
             }
         },
-    })
-}
-
-fn v4(a: std::net::Ipv4Addr, port: u16) -> String {
-    let o = a.octets();
-    format!("{}.{}.{}.0/24:{port}", o[0], o[1], o[2])
+    }
+    true
 }
 
 #[cfg(test)]

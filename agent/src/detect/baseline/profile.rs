@@ -168,7 +168,7 @@ impl Profile {
     /// Learns `values` of `exe`; what was new goes to `found`. At a cap
     /// nothing is stored, the refusal is counted, and the first refusal of
     /// each cap is reported as [`Finding::Full`].
-    pub fn learn(&mut self, exe: &str, values: &[(Aspect, String)], found: &mut Vec<Finding>) {
+    pub fn learn(&mut self, exe: &str, values: &[(Aspect, &str)], found: &mut Vec<Finding>) {
         let exe = bounded(exe);
         let total = &mut self.values;
         let entry = match self.executables.get_mut(exe.as_ref()) {
@@ -277,7 +277,7 @@ mod tests {
         let mut found = Vec::new();
         // Random executable names in /tmp: the map stops at its cap.
         for i in 0..20_000 {
-            p.learn(&format!("/tmp/x{i}"), &[(Aspect::User, "root".into())], &mut found);
+            p.learn(&format!("/tmp/x{i}"), &[(Aspect::User, "root")], &mut found);
         }
         assert_eq!(p.executables.len(), caps::EXECUTABLES);
         assert_eq!(p.overflow.executables, 20_000 - caps::EXECUTABLES as u64);
@@ -288,7 +288,7 @@ mod tests {
         for i in 0..10_000u32 {
             p.learn(
                 "/usr/bin/curl",
-                &[(Aspect::Destination, format!("10.{}.0.0/24:{}", i % 200, i))],
+                &[(Aspect::Destination, &format!("10.{}.0.0/24:{}", i % 200, i))],
                 &mut found,
             );
         }
@@ -300,7 +300,7 @@ mod tests {
         let mut p = Profile::new();
         for e in 0..caps::EXECUTABLES {
             for v in 0..caps::PER_SET {
-                p.learn(&format!("/tmp/x{e}"), &[(Aspect::Parent, format!("/p{v}"))], &mut found);
+                p.learn(&format!("/tmp/x{e}"), &[(Aspect::Parent, &format!("/p{v}"))], &mut found);
             }
         }
         assert_eq!(p.values, caps::VALUES);
@@ -316,13 +316,13 @@ mod tests {
     fn a_new_executable_brings_its_values_along() {
         let mut p = Profile::new();
         let mut found = Vec::new();
-        let vals = [(Aspect::User, "root".to_owned()), (Aspect::Parent, "/bin/sh".to_owned())];
+        let vals = [(Aspect::User, "root"), (Aspect::Parent, "/bin/sh")];
         p.learn("/bin/true", &vals, &mut found);
         assert_eq!(found, [Finding::NewExecutable]);
         found.clear();
         p.learn("/bin/true", &vals, &mut found);
         assert!(found.is_empty());
-        p.learn("/bin/true", &[(Aspect::User, "alice".into())], &mut found);
+        p.learn("/bin/true", &[(Aspect::User, "alice")], &mut found);
         assert_eq!(found, [Finding::NewValue(Aspect::User, "alice".into())]);
         assert_eq!(p.values, 3);
     }

@@ -151,7 +151,7 @@ mod tests {
         let mut p = Profile::new();
         p.learn_started = Some(1_800_000_000);
         p.learn_until = Some(1_800_086_400);
-        p.learn("/usr/bin/true", &[(Aspect::User, "root".into())], &mut Vec::new());
+        p.learn("/usr/bin/true", &[(Aspect::User, "root")], &mut Vec::new());
         p
     }
 
