@@ -36,7 +36,7 @@ use crate::events::{Body, Event, Kind};
 
 /// The kernel kinds detection looks at: their probes are attached whenever a
 /// detector runs, even when they are not printed or published.
-pub const DETECT_KINDS: [Kind; 8] = [
+pub const DETECT_KINDS: [Kind; 9] = [
     Kind::Exec,
     Kind::Exit,
     Kind::Fork,
@@ -45,6 +45,7 @@ pub const DETECT_KINDS: [Kind; 8] = [
     Kind::Listen,
     Kind::Login,
     Kind::Privilege,
+    Kind::File,
 ];
 
 /// A source of alerts.

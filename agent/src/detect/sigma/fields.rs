@@ -25,7 +25,22 @@ pub enum Category {
     /// connect is one connection: its `in_progress` event counts, the later
     /// event with its outcome does not (it would fire the rules twice).
     Network,
+    /// `file_event`: a file created or written (Sysmon's FileCreate: created
+    /// or overwritten): `file` events of operation create, write, link and
+    /// symlink (the new link), successful ones. A rename is `file_rename`'s.
+    FileEvent,
+    /// `file_delete`: successful deletes (unlink, rmdir).
+    FileDelete,
+    /// `file_rename`: successful renames (`SourceFilename` the old name,
+    /// `TargetFilename` the new one). Sigma's `file_change` (a file's
+    /// creation time changed) is not fed: Shrike does not watch timestamps.
+    FileRename,
 }
+
+/// Fields of the file categories (`file_rename` adds `SourceFilename`).
+pub const FILE_FIELDS: &[&str] = &["TargetFilename", "Image", "CommandLine", "User", "ProcessId"];
+pub const FILE_RENAME_FIELDS: &[&str] =
+    &["TargetFilename", "SourceFilename", "Image", "CommandLine", "User", "ProcessId"];
 
 /// Fields of `process_creation`, Sysmon for Linux's names.
 pub const PROCESS_FIELDS: &[&str] = &[
@@ -56,13 +71,22 @@ pub const NETWORK_FIELDS: &[&str] = &[
 ];
 
 impl Category {
-    pub const ALL: [Category; 2] = [Category::Process, Category::Network];
+    pub const ALL: [Category; 5] = [
+        Category::Process,
+        Category::Network,
+        Category::FileEvent,
+        Category::FileDelete,
+        Category::FileRename,
+    ];
 
     /// The logsource `category` value.
     pub fn name(self) -> &'static str {
         match self {
             Category::Process => "process_creation",
             Category::Network => "network_connection",
+            Category::FileEvent => "file_event",
+            Category::FileDelete => "file_delete",
+            Category::FileRename => "file_rename",
         }
     }
 
@@ -74,6 +98,8 @@ impl Category {
         match self {
             Category::Process => PROCESS_FIELDS,
             Category::Network => NETWORK_FIELDS,
+            Category::FileEvent | Category::FileDelete => FILE_FIELDS,
+            Category::FileRename => FILE_RENAME_FIELDS,
         }
     }
 
@@ -83,6 +109,12 @@ impl Category {
             Body::Exec(x) if x.success => Some(Category::Process),
             Body::Connect(s) if !s.async_outcome => Some(Category::Network),
             Body::Accept(_) => Some(Category::Network),
+            Body::File(f) if f.success => match f.operation {
+                "create" | "write" | "link" | "symlink" => Some(Category::FileEvent),
+                "delete" => Some(Category::FileDelete),
+                "rename" => Some(Category::FileRename),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -203,6 +235,16 @@ impl<'a> View<'a> {
             // The exec record carries no working directory: absent.
             (Category::Process, "CurrentDirectory") => None,
             (Category::Process, "ParentProcessId") => ev.ppid.map(|p| EventValue::Int(i64::from(p))),
+            (Category::FileEvent | Category::FileDelete | Category::FileRename, "TargetFilename") => {
+                match &ev.body {
+                    Body::File(f) => f.new_path.as_deref().or(Some(f.path.as_str())).and_then(s),
+                    _ => None,
+                }
+            }
+            (Category::FileRename, "SourceFilename") => match &ev.body {
+                Body::File(f) => s(&f.path),
+                _ => None,
+            },
             (Category::Network, _) => {
                 let n = self.net.as_ref()?;
                 let (src_port, dst_port) = if n.initiated {

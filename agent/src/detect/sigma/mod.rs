@@ -137,7 +137,7 @@ impl Cmdlines {
 /// The compiled rule set.
 pub struct SigmaEngine {
     /// Detection rules, per category (`None`: the category has none).
-    engines: [Option<Engine>; 2],
+    engines: [Option<Engine>; Category::ALL.len()],
     /// Correlation rules and the detection rules they refer to (only for
     /// the references: detection runs in `engines`).
     corr: Option<CorrelationEngine>,
@@ -156,6 +156,9 @@ fn cat_index(c: Category) -> usize {
     match c {
         Category::Process => 0,
         Category::Network => 1,
+        Category::FileEvent => 2,
+        Category::FileDelete => 3,
+        Category::FileRename => 4,
     }
 }
 
@@ -169,7 +172,7 @@ impl SigmaEngine {
     /// detection and correlation that fired is appended to `out`.
     pub fn observe_event(&mut self, ev: &Event, out: &mut Vec<Alert>) {
         let cat = match &ev.body {
-            Body::Exec(_) | Body::Connect(_) | Body::Accept(_) => match Category::of(ev) {
+            Body::Exec(_) | Body::Connect(_) | Body::Accept(_) | Body::File(_) => match Category::of(ev) {
                 Some(c) => c,
                 None => return,
             },
@@ -316,7 +319,7 @@ pub fn compile(paths: &[PathBuf], disabled: &BTreeSet<String>) -> (Option<SigmaE
     let parsed = load::parse_paths(paths);
     let mut report = Report { files: parsed.files, errors: parsed.errors, ..Report::default() };
     // Per category, and the filters (applied to the rules they name).
-    let mut keep = [SigmaCollection::new(), SigmaCollection::new()];
+    let mut keep: [SigmaCollection; Category::ALL.len()] = std::array::from_fn(|_| SigmaCollection::new());
     let mut filters = Vec::new();
     let mut names = Names::default();
     let mut meta: HashMap<String, Arc<Meta>> = HashMap::new();
@@ -417,7 +420,7 @@ pub fn compile(paths: &[PathBuf], disabled: &BTreeSet<String>) -> (Option<SigmaE
     if !report.errors.is_empty() || report.loaded() == 0 {
         return (None, report);
     }
-    let mut engines = [None, None];
+    let mut engines: [Option<Engine>; Category::ALL.len()] = std::array::from_fn(|_| None);
     let mut refs = Vec::new();
     let referenced: BTreeSet<&String> = correlation_rules.iter().flat_map(|c| &c.rules).collect();
     for (i, mut collection) in keep.into_iter().enumerate() {
@@ -551,7 +554,9 @@ fn failing_item(rule: &rsigma_parser::SigmaRule) -> Option<String> {
 fn uses_remembered_cmdline(cat: Category, rule: &rsigma_parser::SigmaRule) -> bool {
     let field = match cat {
         Category::Process => "ParentCommandLine",
-        Category::Network => "CommandLine",
+        Category::Network | Category::FileEvent | Category::FileDelete | Category::FileRename => {
+            "CommandLine"
+        }
     };
     fn walk(d: &rsigma_parser::Detection, field: &str) -> bool {
         use rsigma_parser::Detection as D;

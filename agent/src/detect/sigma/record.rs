@@ -1,7 +1,7 @@
 //! Recorded `shrike events` output back into [`Event`]s, so `shrike rules
 //! test` reads fields through the same table ([`super::fields::View`]) as the
 //! live agent. Only the kinds Sigma looks at are rebuilt (exec, fork, exit,
-//! connect, accept); other lines are passed over.
+//! connect, accept, file); other lines are passed over.
 
 use serde_json::Value;
 
@@ -49,6 +49,7 @@ pub fn event_of_json(v: &Value) -> Result<Option<Event>, String> {
         "fork" => Body::Fork(Fork { child_pid: uint(v, "child_pid")? }),
         "connect" => Body::Connect(sock(v)?),
         "accept" => Body::Accept(sock(v)?),
+        "file" => Body::File(file(v)?),
         _ => return Ok(None),
     };
     let time = v
@@ -113,5 +114,30 @@ fn sock(v: &Value) -> Result<Sock, String> {
         status: pick("status", &["success", "in_progress", "refused", "failed"]),
         error: errno(v),
         async_outcome: v.get("async_outcome").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+/// A `file` line: the fields Sigma reads (operation, paths, result).
+fn file(v: &Value) -> Result<crate::events::file::File, String> {
+    const OPS: [&str; 8] = ["create", "write", "rename", "delete", "chmod", "chown", "link", "symlink"];
+    let op = v.get("operation").and_then(Value::as_str).ok_or("file without \"operation\"")?;
+    let operation =
+        OPS.into_iter().find(|o| *o == op).ok_or_else(|| format!("unknown file operation {op:?}"))?;
+    Ok(crate::events::file::File {
+        operation,
+        path: string(v, "path")?,
+        new_path: opt_string(v, "new_path"),
+        target: opt_string(v, "target"),
+        mode: opt_string(v, "mode"),
+        owner_uid: None,
+        owner_gid: None,
+        open_flags: None,
+        directory: flag(v, "directory"),
+        result: v.get("result").and_then(Value::as_i64).unwrap_or(0),
+        success: v.get("success").and_then(Value::as_bool).ok_or("file without \"success\"")?,
+        error: errno(v),
+        path_truncated: flag(v, "path_truncated"),
+        resolved_from: None,
+        raw: Default::default(),
     })
 }

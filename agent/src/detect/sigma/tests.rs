@@ -671,7 +671,7 @@ fn logsources_shrike_cannot_feed_are_skipped_with_the_reason() {
         &[
             ("a/win.yml", &other("    product: windows\n    category: process_creation", "win")),
             ("a/b/auditd.yaml", &other("    product: linux\n    service: auditd", "auditd")),
-            ("file.yml", &other("    product: linux\n    category: file_event", "file")),
+            ("file.yml", &other("    product: linux\n    category: file_change", "file")),
             (
                 "fields.yml",
                 &rule(PROC, "    sel:\n        OriginalFileName: x\n    condition: sel")
@@ -696,7 +696,7 @@ fn logsources_shrike_cannot_feed_are_skipped_with_the_reason() {
         [
             ("disabled", 1),
             ("field 'OriginalFileName' is not provided for process_creation", 1),
-            ("logsource not fed by Shrike (product: linux, category: file_event)", 1),
+            ("logsource not fed by Shrike (product: linux, category: file_change)", 1),
             ("logsource not fed by Shrike (product: linux, service: auditd)", 1),
             ("logsource not fed by Shrike (product: windows, category: process_creation)", 1),
         ]
@@ -843,4 +843,79 @@ fn filter_documents_apply_to_the_rules_they_name() {
     ));
     assert_eq!(count(&mut e, &exec("/usr/bin/curl", &["curl", "http://evil"]), "dl-tool"), 1);
     assert_eq!(count(&mut e, &exec("/usr/bin/curl", &["curl", "http://localhost/"]), "dl-tool"), 0);
+}
+
+// ---------------------------------------------------------------------------
+// File categories
+
+fn file_ev(op: &'static str, path: &str, new_path: Option<&str>, success: bool) -> Event {
+    header(
+        0,
+        300,
+        "/usr/bin/cp",
+        Body::File(crate::events::file::File {
+            operation: op,
+            path: path.into(),
+            new_path: new_path.map(Into::into),
+            target: None,
+            mode: None,
+            owner_uid: None,
+            owner_gid: None,
+            open_flags: None,
+            directory: false,
+            result: if success { 0 } else { -13 },
+            success,
+            error: None,
+            path_truncated: false,
+            resolved_from: None,
+            raw: Default::default(),
+        }),
+    )
+}
+
+#[test]
+fn file_event_delete_and_rename_categories() {
+    // file_event: created or written files (and the new name of a rename,
+    // a new link); not deletes, chmods or failures.
+    check(
+        "file_event",
+        "    sel:\n        TargetFilename|startswith: '/etc/cron.d/'\n        Image|endswith: '/cp'\n        User: alice\n    condition: sel",
+        &[
+            file_ev("create", "/etc/cron.d/job", None, true),
+            file_ev("write", "/etc/cron.d/job", None, true),
+            file_ev("symlink", "/etc/cron.d/job", None, true),
+        ],
+        &[
+            file_ev("delete", "/etc/cron.d/job", None, true),
+            file_ev("chmod", "/etc/cron.d/job", None, true),
+            file_ev("create", "/etc/cron.d/job", None, false),
+            file_ev("create", "/etc/cron.daily/job", None, true),
+        ],
+    );
+    check(
+        "file_delete",
+        "    sel:\n        TargetFilename: '/var/log/wtmp'\n    condition: sel",
+        &[file_ev("delete", "/var/log/wtmp", None, true)],
+        &[file_ev("write", "/var/log/wtmp", None, true)],
+    );
+    check(
+        "file_rename",
+        "    sel:\n        SourceFilename|endswith: '.tmp'\n        TargetFilename: '/usr/bin/ssh'\n    condition: sel",
+        &[file_ev("rename", "/usr/bin/.ssh.tmp", Some("/usr/bin/ssh"), true)],
+        &[file_ev("rename", "/usr/bin/ssh", Some("/usr/bin/ssh.tmp"), true)],
+    );
+    // A rename is file_rename's only (as Sysmon has it): not a file_event.
+    check(
+        "file_event",
+        "    sel:\n        TargetFilename: '/etc/ld.so.preload'\n    condition: sel",
+        &[file_ev("write", "/etc/ld.so.preload", None, true)],
+        &[file_ev("rename", "/tmp/x", Some("/etc/ld.so.preload"), true)],
+    );
+    // SourceFilename is file_rename's only: a file_event rule naming it is skipped.
+    let (_, r, _) = load_dir(
+        &[("r.yml", &rule("file_event", "    sel:\n        SourceFilename: x\n    condition: sel"))],
+        &[],
+    );
+    assert_eq!(r.loaded(), 0);
+    assert_eq!(r.skipped_rules.len(), 1, "{:?}", r.skipped_rules);
 }
