@@ -91,7 +91,7 @@ fn a_weak_root_is_found_and_exits_1() {
     // The gateway policy on the weak root: each weakness found, with its line.
     assert_eq!(result("shrike_gateway:91050"), "fail");
     assert!(
-        reason("shrike_gateway:91050").contains("x:sshd -> r:^permitrootlogin"),
+        reason("shrike_gateway:91050").contains("found /etc/ssh/sshd_config:3: permitrootlogin yes"),
         "{}",
         reason("shrike_gateway:91050")
     );
@@ -175,7 +175,7 @@ fn run_sends_an_os_baseline_that_validates() {
     let root = weak_root("run");
     let spool = root.0.join("spool");
     let mut child = Command::new(shrike_tests::agent_bin())
-        .args(["run", "--dry-run", "--recommend-root"])
+        .args(["run", "--dry-run", "--low-interval", "1s", "--recommend-root"])
         .arg(&root.0)
         .arg("--agent-id-file")
         .arg(root.0.join("agent-id"))

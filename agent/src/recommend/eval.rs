@@ -15,7 +15,7 @@ use std::{
 
 use super::{
     creds::{CredConfig, CredStats},
-    policy::{Check, Condition, Content, NameMatch, Origin, Rule, Target},
+    policy::{Check, Condition, Content, NameMatch, Origin, PatternKind, Rule, Target},
     root,
     sources::{self, Line, Source},
 };
@@ -160,7 +160,7 @@ pub fn rule(r: &Rule, origin: &Origin, env: &mut Env) -> Verdict {
                 },
                 Some(c) => match lines.iter().find(|l| c.matches(&l.text)) {
                     Some(l) => pass(format!("{}: {}", l.origin, clip(&l.text))),
-                    None => fail(""),
+                    None => fail(near(lines.iter().map(|l| (l.origin.clone(), l.text.as_str())), c)),
                 },
             },
         },
@@ -202,6 +202,7 @@ pub fn clip(line: &str) -> String {
 fn file_rule(env: &Env, files: &[String], content: Option<&Content>) -> Verdict {
     let mut read_any = false;
     let mut missing = Vec::new();
+    let mut seen = String::new();
     for f in files {
         let Ok(real) = root::resolve(&env.root, f) else {
             missing.push(f.as_str());
@@ -219,6 +220,10 @@ fn file_rule(env: &Env, files: &[String], content: Option<&Content>) -> Verdict 
                     if let Some(hit) = find(&text, c, f) {
                         return pass(hit);
                     }
+                    if seen.is_empty() {
+                        let lines = text.lines().enumerate().map(|(i, l)| (format!("{f}:{}", i + 1), l));
+                        seen = near(lines, c);
+                    }
                 }
                 Err(_) => missing.push(f.as_str()),
             },
@@ -227,8 +232,48 @@ fn file_rule(env: &Env, files: &[String], content: Option<&Content>) -> Verdict 
     match content {
         None => fail(format!("{} not found", files.join(", "))),
         Some(_) if !read_any => na(format!("cannot read {}", missing.join(", "))),
-        Some(_) => fail(""),
+        Some(_) => fail(seen),
     }
+}
+
+/// What a failed content rule found instead, to say why it failed: the
+/// first line that starts with the keyword its first pattern looks for
+/// (`^\s*MaxAuthTries\s+...` finds `MaxAuthTries 10`), or the only line of
+/// a one-line file (`0` in a /proc/sys file). Empty when neither helps.
+fn near<'a>(lines: impl Iterator<Item = (String, &'a str)>, c: &Content) -> String {
+    let lines: Vec<(String, &str)> =
+        lines.filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#')).collect();
+    let keyword = c.0.iter().filter(|p| !p.negate).find_map(|p| match &p.kind {
+        PatternKind::Regex(r) | PatternKind::Numeric(r, ..) => keyword_of(r.as_str()),
+        PatternKind::Literal(l) => l.split_whitespace().next().map(str::to_ascii_lowercase),
+    });
+    let hit = match keyword {
+        Some(k) => lines.iter().find(|(_, l)| l.trim_start().to_ascii_lowercase().starts_with(&k)),
+        None => None,
+    };
+    match (hit, lines.as_slice()) {
+        (Some((o, l)), _) | (None, [(o, l)]) => format!("found {o}: {}", clip(l.trim())),
+        _ => String::new(),
+    }
+}
+
+/// The literal word an anchored regex starts with, lower case, when it has
+/// one of at least three characters.
+fn keyword_of(re: &str) -> Option<String> {
+    let mut r = re.strip_prefix("(?i)").unwrap_or(re);
+    r = r.strip_prefix('^')?;
+    loop {
+        let before = r;
+        for p in [r"\s*", r"\s+", r"\t*", r"\t+"] {
+            r = r.strip_prefix(p).unwrap_or(r);
+        }
+        if r == before {
+            break;
+        }
+    }
+    let word: String =
+        r.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':')).collect();
+    (word.len() >= 3).then(|| word.to_ascii_lowercase())
 }
 
 fn dir_rule(env: &Env, dirs: &[String], name: Option<&NameMatch>, content: Option<&Content>) -> Verdict {

@@ -366,3 +366,20 @@ fn os_regex_translation() {
     assert!(m(r"\$HOME \(x\)", "$HOME (x)"));
     assert!(m(r"^a|^b", "b"));
 }
+
+#[test]
+fn failures_say_what_was_found() {
+    let root = Root::new("near");
+    root.write("/etc/app.conf", "# MaxAuthTries 3\nPort 22\n  MaxAuthTries 10\n");
+    root.write("/proc/sys/kernel/x", "0\n");
+    let reason = |rule: &str| {
+        let r = policy::parse_rule(rule, &[], true).unwrap();
+        eval::rule(&r, &Origin::LocalFile, &mut root.env()).detail
+    };
+    assert_eq!(
+        reason(r"f:/etc/app.conf -> n:^\s*MaxAuthTries\s+(\d+) compare <= 4"),
+        "found /etc/app.conf:3: MaxAuthTries 10"
+    );
+    assert_eq!(reason(r"f:/proc/sys/kernel/x -> n:^(\d+) compare == 1"), "found /proc/sys/kernel/x:1: 0");
+    assert_eq!(reason(r"f:/etc/app.conf -> r:^Banner"), "", "nothing near: nothing said");
+}
