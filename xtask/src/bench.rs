@@ -82,6 +82,10 @@ pub struct BenchArgs {
     /// Entries in the IoC phase's list.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     ioc_entries: usize,
+    /// Workloads to run, comma-separated (default: all): exec_tiny,
+    /// exec_true, connect, connect_closed, login, mixed, files.
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
 }
 
 const CONFIGS: &[&str] = &["none", "shrike", "auditd", "bpftrace", "execsnoop"];
@@ -293,10 +297,15 @@ enum Wl {
     ConnectClosed,
     Login,
     Mixed,
+    /// 100,000 small files created, written and closed under a fresh
+    /// folder in /tmp (not watched: file integrity's kernel filter drops
+    /// them), one thread.
+    Files,
 }
 
 impl Wl {
-    const ALL: [Wl; 6] = [Wl::ExecTiny, Wl::ExecTrue, Wl::Connect, Wl::ConnectClosed, Wl::Login, Wl::Mixed];
+    const ALL: [Wl; 7] =
+        [Wl::ExecTiny, Wl::ExecTrue, Wl::Connect, Wl::ConnectClosed, Wl::Login, Wl::Mixed, Wl::Files];
     fn name(self) -> &'static str {
         match self {
             Wl::ExecTiny => "exec_tiny",
@@ -305,6 +314,7 @@ impl Wl {
             Wl::ConnectClosed => "connect_closed",
             Wl::Login => "login",
             Wl::Mixed => "mixed",
+            Wl::Files => "files",
         }
     }
 }
@@ -332,16 +342,35 @@ struct Counts {
     connect: u64,
     login: u64,
     mixed_ops: u64,
+    files: u64,
 }
 
 impl Counts {
     fn new(quick: bool) -> Counts {
         if quick {
-            Counts { exec: 400, connect: 3000, login: 10, mixed_ops: 200 }
+            Counts { exec: 400, connect: 3000, login: 10, mixed_ops: 200, files: 10_000 }
         } else {
-            Counts { exec: 4000, connect: 30000, login: 60, mixed_ops: 1000 }
+            Counts { exec: 4000, connect: 30000, login: 60, mixed_ops: 1000, files: 100_000 }
         }
     }
+}
+
+/// Creates, writes (16 bytes) and closes `n` files in `dir`; returns the
+/// seconds it took (the folder is removed afterwards, untimed).
+fn files_storm(dir: &Path, n: u64) -> f64 {
+    let _ = fs::remove_dir_all(dir);
+    if fs::create_dir_all(dir).is_err() {
+        return 0.0;
+    }
+    let t0 = Instant::now();
+    for i in 0..n {
+        if let Ok(mut f) = fs::File::create(dir.join(format!("f{i:06}"))) {
+            let _ = f.write_all(b"shrike bench 16\n");
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let _ = fs::remove_dir_all(dir);
+    secs
 }
 
 /// Runs `n` execs of `bin MARKER` on `workers` threads.
@@ -506,7 +535,13 @@ struct Env {
 fn run_workload(env: &Env, wl: Wl, round: usize, config: &str) -> Option<Done> {
     let marker = format!("sbm{}{}{}", wl.name().replace('_', ""), config, round);
     let (m0, r0, t0) = (now_mono_ns(), now_real_ns(), Instant::now());
+    let mut timed = None;
     let (generated, marker, ops) = match wl {
+        Wl::Files => {
+            let dir = std::env::temp_dir().join(format!("shrike-bench-files-{config}-{round}"));
+            timed = Some(files_storm(&dir, env.counts.files));
+            (0, String::new(), env.counts.files)
+        }
         Wl::ExecTiny => {
             let n = exec_storm(&env.tiny, env.counts.exec, 2, &marker);
             (n, marker, n)
@@ -551,7 +586,7 @@ fn run_workload(env: &Env, wl: Wl, round: usize, config: &str) -> Option<Done> {
             (0, String::new(), env.counts.mixed_ops * 2)
         }
     };
-    let secs = t0.elapsed().as_secs_f64();
+    let secs = timed.unwrap_or_else(|| t0.elapsed().as_secs_f64());
     Some(Done {
         wl,
         generated,
@@ -768,7 +803,7 @@ fn shrike_match(d: &Done, ev: &Value) -> bool {
                 && text_of(&item["Direction"]).eq_ignore_ascii_case("out")
         }
         Wl::Login => name == "Login" && text_of(&item["UserName"]) == d.marker,
-        Wl::Mixed => false,
+        Wl::Mixed | Wl::Files => false,
     }
 }
 
@@ -1113,7 +1148,7 @@ fn finish_config(r: Running, runs: &[Done], bench_pid: u32) -> Report {
             let msgs = r.sub.take().map(Sub::finish).unwrap_or_default();
             let got = shrike_received(&msgs, runs);
             for (d, (n, b)) in runs.iter().zip(got) {
-                let seen = d.wl != Wl::Mixed;
+                let seen = !matches!(d.wl, Wl::Mixed | Wl::Files);
                 rep.received.push(seen.then_some(n));
                 rep.bytes.push(seen.then(|| b / d.generated.max(1) as f64));
             }
@@ -1170,7 +1205,7 @@ fn finish_config(r: Running, runs: &[Done], bench_pid: u32) -> Report {
                     }
                     Wl::Connect | Wl::ConnectClosed => Some(in_window("connect", d, Some(bench_pid))),
                     Wl::Login => Some(in_window("login", d, None)),
-                    Wl::Mixed => None,
+                    Wl::Mixed | Wl::Files => None,
                 };
                 rep.received.push(n);
                 rep.bytes.push(None);
@@ -1230,7 +1265,7 @@ fn finish_config(r: Running, runs: &[Done], bench_pid: u32) -> Report {
                             .filter(|(t, ns, l)| *t == "USER_AUTH" && l.contains(BENCH_USER) && win(*ns))
                             .count() as u64,
                     ),
-                    Wl::Mixed => None,
+                    Wl::Mixed | Wl::Files => None,
                 };
                 rep.received.push(n);
                 rep.bytes.push(None);
@@ -1752,6 +1787,9 @@ pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
             let mut runs = Vec::new();
             let mut per = Vec::new();
             for wl in Wl::ALL {
+                if !args.workloads.is_empty() && !args.workloads.iter().any(|w| w == wl.name()) {
+                    continue;
+                }
                 let cpu0 = r.pid.and_then(cpu_ns);
                 let p0 = progs();
                 let Some(d) = run_workload(&env, wl, round, cfg) else { continue };

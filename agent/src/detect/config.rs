@@ -414,4 +414,17 @@ mod tests {
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
         assert_eq!(parse_size("2 MB"), Ok(2_000_000));
     }
+
+    #[test]
+    fn watch_from_the_file_or_the_flags() {
+        let f: FileDetect = toml::from_str("watch = [\"defaults\", \"/opt/app/\"]").unwrap();
+        let cfg = DetectConfig::resolve(Some(&f), &DetectArgs::default()).unwrap();
+        assert!(cfg.watch.matches("/etc/passwd") && cfg.watch.matches("/opt/app/config.ini"));
+        let args = DetectArgs { watch: vec!["/srv".into()], ..DetectArgs::default() };
+        let cfg = DetectConfig::resolve(Some(&f), &args).unwrap();
+        assert_eq!(cfg.watch.paths(), ["/srv"], "--watch replaces the file's list");
+        let bad: FileDetect = toml::from_str("watch = [\"etc\"]").unwrap();
+        let e = DetectConfig::resolve(Some(&bad), &DetectArgs::default()).unwrap_err().to_string();
+        assert!(e.contains("detect.watch") && e.contains("not an absolute path"), "{e}");
+    }
 }
