@@ -6,7 +6,7 @@
 //! {"id":"...","learn_started":...,"executables":{...},"overflow":{...}}
 //! ```
 //!
-//! Written atomically (a temporary file in the same folder, fsync, rename,
+//! Written atomically (a temporary file in the same folder, `.tmp.PID`, fsync, rename,
 //! fsync of the folder): a crash leaves the old file or the new one, never a
 //! mix. A file that is torn (shorter or longer than its header says),
 //! corrupt (checksum), of another version or not ours is refused with the
@@ -124,8 +124,10 @@ pub fn read_id(path: &Path) -> Option<String> {
 pub fn write(path: &Path, p: &Profile) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    // Per process: two writers (an agent and `shrike baseline reset`) never
+    // share a temporary file.
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".tmp");
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let res = (|| {
         let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
@@ -184,7 +186,7 @@ mod tests {
         let p = sample();
         write(&path, &p).unwrap();
         assert_eq!(read(&path).unwrap(), p);
-        let tmp = dir.join("state/baseline.profile.tmp");
+        let tmp = dir.join(format!("state/baseline.profile.tmp.{}", std::process::id()));
         assert!(!tmp.exists(), "the temporary file was renamed");
         // A crash during a save leaves a torn temporary file: the profile
         // itself is whole, and the next save replaces the leftover.
