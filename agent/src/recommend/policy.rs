@@ -253,14 +253,19 @@ struct RawCheck {
     id: Option<Value>,
     #[serde(default)]
     title: String,
+    /// Newer Wazuh policies name a check (and the requirements) `name`.
+    #[serde(default)]
+    name: String,
     #[serde(default)]
     description: String,
     #[serde(default)]
     rationale: String,
     #[serde(default)]
     remediation: String,
+    /// A list of one-key maps (`- cis: [...]`) or, in newer Wazuh
+    /// policies, one map (`cis: [...]`).
     #[serde(default)]
-    compliance: Vec<BTreeMap<String, Value>>,
+    compliance: Value,
     #[serde(default)]
     condition: Option<String>,
     #[serde(default)]
@@ -401,22 +406,11 @@ impl Ctx<'_> {
         }
         Check {
             id,
-            title: raw.title.clone(),
+            title: if raw.title.is_empty() { raw.name.clone() } else { raw.title.clone() },
             description: raw.description.trim().to_owned(),
             rationale: raw.rationale.trim().to_owned(),
             remediation: raw.remediation.trim().to_owned(),
-            compliance: raw
-                .compliance
-                .iter()
-                .flat_map(|m| m.iter())
-                .map(|(k, v)| {
-                    let ids = match v {
-                        Value::Sequence(s) => s.iter().map(scalar).collect(),
-                        other => vec![scalar(other)],
-                    };
-                    (k.clone(), ids)
-                })
-                .collect(),
+            compliance: compliance(&raw.compliance),
             condition,
             rules,
             severity,
@@ -445,15 +439,17 @@ pub fn parse_rule(text: &str, vars: &[(String, String)], pcre: bool) -> Result<R
         return Err("empty target".into());
     }
     let content = |i: usize| rest.get(i).map(|c| parse_content(c, pcre)).transpose();
+    // Like Wazuh, the content of a file, command or x: rule is everything
+    // after its first ` -> ` (a second one is part of the pattern).
+    let joined = || -> Result<Option<Content>, String> {
+        if rest.is_empty() { Ok(None) } else { parse_content(&rest.join(" -> "), pcre).map(Some) }
+    };
     let too_many = |n: usize| {
         if rest.len() > n { Err(format!("{ty}: rules take at most {n} ` -> ` part(s)")) } else { Ok(()) }
     };
     let list = || target.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
     let target = match ty {
-        "f" => {
-            too_many(1)?;
-            Target::File(list(), content(0)?)
-        }
+        "f" => Target::File(list(), joined()?),
         "d" => {
             too_many(2)?;
             let name = rest
@@ -469,14 +465,8 @@ pub fn parse_rule(text: &str, vars: &[(String, String)], pcre: bool) -> Result<R
             too_many(0)?;
             Target::Process(target.to_owned())
         }
-        "c" => {
-            too_many(1)?;
-            Target::Command(target.to_owned(), content(0)?)
-        }
-        "x" => {
-            too_many(1)?;
-            Target::Ext(Source::parse(target)?, content(0)?)
-        }
+        "c" => Target::Command(target.to_owned(), joined()?),
+        "x" => Target::Ext(Source::parse(target)?, joined()?),
         other => {
             // Windows registry (`r:`) and anything newer: skipped, counted.
             Target::Unknown(format!("{other}:"))
@@ -561,6 +551,26 @@ pub fn from_os_regex(re: &str) -> String {
         }
     }
     out
+}
+
+/// (standard, ids) pairs of a `compliance` value in either form.
+fn compliance(v: &Value) -> Vec<(String, Vec<String>)> {
+    let ids = |v: &Value| match v {
+        Value::Sequence(s) => s.iter().map(scalar).collect(),
+        other => vec![scalar(other)],
+    };
+    let pairs = |m: &yaml_serde::Mapping| -> Vec<(String, Vec<String>)> {
+        m.iter().map(|(k, v)| (scalar(k), ids(v))).collect()
+    };
+    match v {
+        Value::Mapping(m) => pairs(m),
+        Value::Sequence(items) => items
+            .iter()
+            .filter_map(|i| if let Value::Mapping(m) = i { Some(pairs(m)) } else { None })
+            .flatten()
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn expand(s: &str, vars: &[(String, String)]) -> String {

@@ -383,3 +383,16 @@ fn failures_say_what_was_found() {
     assert_eq!(reason(r"f:/proc/sys/kernel/x -> n:^(\d+) compare == 1"), "found /proc/sys/kernel/x:1: 0");
     assert_eq!(reason(r"f:/etc/app.conf -> r:^Banner"), "", "nothing near: nothing said");
 }
+
+/// The layout of Wazuh's newer policies (CIS Debian 12): `name` for the
+/// title, `compliance` as one map, extra keys (impact, mitre) ignored, and a
+/// second ` -> ` in a command rule taken as part of its pattern.
+#[test]
+fn newer_wazuh_policy_layout() {
+    let text = "policy:\n  id: p\n  name: n\nrequirements:\n  name: r\n  condition: all\n  rules:\n    - 'f:/a'\nchecks:\n  - id: 5\n    name: \"Ensure x\"\n    impact: none\n    compliance:\n      cis: [\"1.2.3\"]\n      pci_dss: [\"2.2\"]\n    mitre:\n      tactic: {id: [TA0005]}\n    condition: all\n    rules:\n      - 'c:auditctl -l -> r:x -> r:y'\n";
+    let p = policy::parse(text, "n.yml", Origin::LocalFile).unwrap();
+    let c = &p.checks[0];
+    assert_eq!(c.title, "Ensure x");
+    assert_eq!(c.cce_id("p"), "CIS 1.2.3");
+    assert!(matches!(&c.rules[0].target, policy::Target::Command(cmd, Some(_)) if cmd == "auditctl -l"));
+}
