@@ -264,3 +264,19 @@ fn a_rebuilt_stage_keeps_the_profile() {
     stage.tick(t(153.0), &mut out); // the counters are reported at ticks
     assert!(stage.stats.baseline.as_ref().is_some_and(|b| !b.learning && b.executables == 4));
 }
+
+#[test]
+fn learning_period_setting() {
+    assert_eq!(parse_learn("24h"), Ok(Some(Duration::from_secs(86400))));
+    assert_eq!(parse_learn("off"), Ok(None));
+    assert_eq!(parse_learn("0"), Ok(None));
+    assert_eq!(parse_learn("0s"), Ok(None));
+    assert!(parse_learn("soon").is_err());
+    let mut cfg = DetectConfig::default();
+    assert!(load(&cfg).is_some(), "on by default");
+    cfg.baseline.learn = None;
+    assert!(load(&cfg).is_none());
+    let mut cfg = DetectConfig::default();
+    cfg.disabled.insert(ID.into());
+    assert!(load(&cfg).is_none());
+}
