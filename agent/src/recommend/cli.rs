@@ -72,9 +72,10 @@ pub fn run(args: &RecommendArgs) -> i32 {
     }
     let c = &report.creds;
     eprintln!(
-        "default credentials: {} accounts, {} guesses in {} ms{}{}",
+        "default credentials: {} accounts, {} guesses in {} ms of CPU ({} ms){}{}",
         c.accounts,
         c.guesses,
+        c.cpu_ms,
         c.elapsed_ms,
         if c.budget_exhausted {
             format!(", budget ran out with {} untried", c.untried)
