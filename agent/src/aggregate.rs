@@ -26,6 +26,7 @@ enum Merging {
     ConnectionCreate(sm::Aggregate<sm::ConnectionCreate>),
     Login(sm::Aggregate<sm::Login>),
     PrivilegeChange(sm::Aggregate<sm::PrivilegeChange>),
+    FileChange(sm::Aggregate<sm::FileChange>),
     Alert(sm::Aggregate<sm::Alert>),
 }
 
@@ -72,7 +73,7 @@ macro_rules! merging {
     };
 }
 
-merging!(ProcessCreate, ProcessTerminate, ConnectionCreate, Login, PrivilegeChange, Alert);
+merging!(ProcessCreate, ProcessTerminate, ConnectionCreate, Login, PrivilegeChange, FileChange, Alert);
 
 /// The fields that identify a hit, borrowed from the event.
 #[derive(PartialEq, Hash)]

@@ -233,7 +233,10 @@ pub fn default_priority(kind: Kind) -> KindPriority {
     match kind {
         Kind::Login | Kind::Privilege | Kind::Alert => KindPriority::High,
         Kind::Exec | Kind::Exit | Kind::Connect | Kind::Accept => KindPriority::Low,
-        Kind::Fork | Kind::Listen | Kind::Bind | Kind::File => KindPriority::Off,
+        // File changes: batched and aggregated; what is urgent about them
+        // is an alert (ssh-key-added...), which is high.
+        Kind::File => KindPriority::Low,
+        Kind::Fork | Kind::Listen | Kind::Bind => KindPriority::Off,
     }
 }
 

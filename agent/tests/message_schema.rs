@@ -184,6 +184,27 @@ fn privilege(call: &'static str, caps: bool) -> Privilege {
     }
 }
 
+/// A file change (file integrity) with its optional fields set.
+fn file(operation: &'static str, success: bool) -> shrike::events::file::File {
+    shrike::events::file::File {
+        operation,
+        path: "/etc/passwd+".into(),
+        new_path: (operation == "rename").then(|| "/etc/passwd".into()),
+        target: None,
+        mode: (operation == "chmod").then(|| "600".into()),
+        owner_uid: None,
+        owner_gid: None,
+        open_flags: None,
+        directory: false,
+        result: if success { 0 } else { -1 },
+        success,
+        error: (!success).then_some("EPERM"),
+        path_truncated: false,
+        resolved_from: Some("cwd"),
+        raw: Default::default(),
+    }
+}
+
 fn agent_events() -> Vec<AgentEvent> {
     let v4: IpAddr = Ipv4Addr::new(93, 184, 216, 34).into();
     let v6: IpAddr = "2001:db8::1".parse().unwrap();
@@ -207,6 +228,8 @@ fn agent_events() -> Vec<AgentEvent> {
         agent_event(Body::Login(pam(None, "success"))),
         agent_event(Body::Privilege(privilege("setresuid", false))),
         agent_event(Body::Privilege(privilege("capset", true))),
+        agent_event(Body::File(file("rename", true))),
+        agent_event(Body::File(file("chmod", false))),
         alert(agent_event(Body::Exec(exec(true))), Severity::Critical),
         alert(agent_event(Body::Connect(sock("ipv6", Some(mapped)))), Severity::Informational),
         alert(agent_event(Body::Login(pam(Some("host.example"), "failure"))), Severity::Medium),
@@ -449,6 +472,19 @@ fn every_kind() -> Vec<Payload> {
             new_user_id: None,
             new_group_id: None,
             extra_details: x(&[("Error", "EPERM")]),
+        }
+        .into(),
+        FileChange {
+            process_id: 5,
+            executable: "/usr/bin/cp".into(),
+            command_line: Some("cp x /etc/cron.d/job".into()),
+            operation: "create".into(),
+            path: "/etc/cron.d/job".into(),
+            new_path: None,
+            result: Outcome::Success,
+            user_id: "0".into(),
+            user_name: Some("root".into()),
+            extra_details: x(&[("Mode", "644")]),
         }
         .into(),
         Alert {

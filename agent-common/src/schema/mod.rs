@@ -105,7 +105,7 @@ pub enum EventType {
 pub enum Family {
     /// Kinds of the published Azure IoT security message schema.
     Azure,
-    /// Shrike's own kinds ([`PrivilegeChange`], [`Alert`]): same envelope, not
+    /// Shrike's own kinds ([`PrivilegeChange`], [`FileChange`], [`Alert`]): same envelope, not
     /// known to Azure.
     Own,
 }
@@ -256,6 +256,7 @@ kinds! {
     DroppedEventsStatistics => Periodic, Operational, Azure;
     MessageStatistics => Periodic, Operational, Azure;
     PrivilegeChange => Triggered, Security, Own;
+    FileChange => Triggered, Security, Own;
     Alert => Triggered, Security, Own;
 }
 

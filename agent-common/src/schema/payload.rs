@@ -316,6 +316,36 @@ payload_items! {
         pub extra_details: ExtraDetails,
     }
 
+    /// `FileChange` (Triggered, Security) — **own kind**, not in the Azure
+    /// schema: a process changed a file under a watched path (file
+    /// integrity: the agent's `file` events).
+    pub struct FileChange {
+        #[serde(rename = "ProcessId")]
+        pub process_id: u32,
+        #[serde(rename = "Executable")]
+        pub executable: String,
+        #[serde(rename = "CommandLine", default, skip_serializing_if = "Option::is_none")]
+        pub command_line: Option<String>,
+        /// "create", "write", "rename", "delete", "chmod", "chown", "link",
+        /// "symlink".
+        #[serde(rename = "Operation")]
+        pub operation: String,
+        /// The file, absolute (rename: the old name; link/symlink: the new link).
+        #[serde(rename = "Path")]
+        pub path: String,
+        /// rename: the new name.
+        #[serde(rename = "NewPath", default, skip_serializing_if = "Option::is_none")]
+        pub new_path: Option<String>,
+        #[serde(rename = "Result")]
+        pub result: Outcome,
+        #[serde(rename = "UserId")]
+        pub user_id: String,
+        #[serde(rename = "UserName", default, skip_serializing_if = "Option::is_none")]
+        pub user_name: Option<String>,
+        #[serde(rename = "ExtraDetails", default, skip_serializing_if = "ExtraDetails::is_empty")]
+        pub extra_details: ExtraDetails,
+    }
+
     /// `PrivilegeChange` (Triggered, Security) — **own kind**, not in the Azure
     /// schema: a set*uid/set*gid/capset call. `UserId`/`GroupId` are the ids
     /// before the call, `NewUserId`/`NewGroupId` after it.

@@ -97,12 +97,12 @@ fn optional_fields_and_empty_extra_details_are_left_out() {
 
 #[test]
 fn names_categories_and_families() {
-    assert_eq!(Kind::ALL.len(), 16);
+    assert_eq!(Kind::ALL.len(), 17);
     for kind in Kind::ALL {
         assert_eq!(Kind::from_name(kind.name()), Some(*kind));
     }
     let own: Vec<_> = Kind::ALL.iter().filter(|k| k.family() == Family::Own).map(|k| k.name()).collect();
-    assert_eq!(own, ["PrivilegeChange", "Alert"]);
+    assert_eq!(own, ["PrivilegeChange", "FileChange", "Alert"]);
     assert_eq!(Kind::ConfigurationError.category(), Category::Triggered);
     assert_eq!(Kind::ConfigurationError.event_type(), EventType::Operational);
     assert_eq!(Kind::Diagnostic.event_type(), EventType::Diagnostic);

@@ -10,7 +10,8 @@
 //! | PAM step | `Login` | `Operation` "PAM:{step}" |
 //! | set*id / capset | `PrivilegeChange` | own kind: goes in messages of its own |
 //! | alert | `Alert` | own kind; the triggering event's kind in `ExtraDetails.TriggerKind` |
-//! | fork, listen, bind, file | — | no message kind |
+//! | file (file integrity) | `FileChange` | own kind; `Path`, `NewPath` (rename) |
+//! | fork, listen, bind | — | no message kind |
 //!
 //! The fields the Azure kinds have are filled from the event; everything else
 //! goes into `ExtraDetails`, as text, under the keys in [`keys`]. Flags
@@ -21,6 +22,7 @@ mod tests;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::events::file::File;
 use chrono::{DateTime, Utc};
 use shrike_common::schema::{
     self as sm, ConnectionCreate, Direction, ExtraDetails, Login, Outcome, Payload, PrivilegeChange,
@@ -100,6 +102,20 @@ pub mod keys {
     /// The detector's own facts follow under their names in PascalCase
     /// (`failures` -> `Failures`).
     pub const TRIGGER_KIND: &str = "TriggerKind";
+    /// file: link's existing file, symlink's text.
+    pub const TARGET: &str = "Target";
+    /// file: chmod's mode, a create's mode (octal).
+    pub const MODE: &str = "Mode";
+    /// file: chown's new owner and group.
+    pub const OWNER_UID: &str = "OwnerUid";
+    pub const OWNER_GID: &str = "OwnerGid";
+    /// file: an open's flags (octal).
+    pub const OPEN_FLAGS: &str = "OpenFlags";
+    /// file: the deleted path was a directory.
+    pub const DIRECTORY: &str = "Directory";
+    pub const PATH_TRUNCATED: &str = "PathTruncated";
+    /// file: how a relative path was made absolute (cwd, dirfd, fd, parent_cwd).
+    pub const RESOLVED_FROM: &str = "ResolvedFrom";
 }
 
 /// The security message event for `ev`, stamped when the kernel saw it, or
@@ -117,9 +133,8 @@ pub fn to_payload(ev: &Event) -> Option<Payload> {
         Body::Accept(sock) => connection_create(ev, sock, Direction::In).into(),
         Body::Login(login) => login_item(ev, login).into(),
         Body::Privilege(p) => privilege_change(ev, p).into(),
-        // No message kind yet (FileChange is to come): printed by `shrike
-        // events`, seen by detection, alerts published.
-        Body::Fork(_) | Body::Listen(_) | Body::Bind(_) | Body::File(_) => return None,
+        Body::File(f) => file_change(ev, f).into(),
+        Body::Fork(_) | Body::Listen(_) | Body::Bind(_) => return None,
         Body::Alert(alert) => alert_item(ev, alert).into(),
     })
 }
@@ -338,6 +353,52 @@ fn privilege_change(ev: &Event, p: &Privilege) -> PrivilegeChange {
         group_id: Some(p.old_gid.to_string()),
         new_user_id: Some(p.new_uid.to_string()),
         new_group_id: Some(p.new_gid.to_string()),
+        extra_details: extra,
+    }
+}
+
+fn file_change(ev: &Event, f: &File) -> sm::FileChange {
+    let mut extra = common(ev);
+    if let Some(ppid) = ev.ppid {
+        set(&mut extra, keys::PARENT_PROCESS_ID, ppid);
+    }
+    set(&mut extra, keys::GROUP_ID, ev.gid);
+    if !f.success {
+        set(&mut extra, keys::RETURN_CODE, f.result);
+        if let Some(error) = f.error {
+            set(&mut extra, keys::ERROR, error);
+        }
+    }
+    if let Some(t) = &f.target {
+        set(&mut extra, keys::TARGET, t);
+    }
+    if let Some(m) = &f.mode {
+        set(&mut extra, keys::MODE, m);
+    }
+    if let Some(u) = f.owner_uid {
+        set(&mut extra, keys::OWNER_UID, u);
+    }
+    if let Some(g) = f.owner_gid {
+        set(&mut extra, keys::OWNER_GID, g);
+    }
+    if let Some(o) = &f.open_flags {
+        set(&mut extra, keys::OPEN_FLAGS, o);
+    }
+    flag(&mut extra, keys::DIRECTORY, f.directory);
+    flag(&mut extra, keys::PATH_TRUNCATED, f.path_truncated);
+    if let Some(r) = f.resolved_from {
+        set(&mut extra, keys::RESOLVED_FROM, r);
+    }
+    sm::FileChange {
+        process_id: ev.pid,
+        executable: executable(ev),
+        command_line: None,
+        operation: f.operation.to_string(),
+        path: f.path.clone(),
+        new_path: f.new_path.clone(),
+        result: Outcome::from_success(f.success),
+        user_id: ev.uid.to_string(),
+        user_name: ev.user.clone(),
         extra_details: extra,
     }
 }
