@@ -372,6 +372,11 @@ mod tests {
         );
         assert_eq!(s.priority[&Kind::Alert], KindPriority::High);
         assert_eq!(s.aggregation[&Kind::Alert], Some(Duration::from_secs(60)));
+        assert_eq!(
+            s.detect.recommend,
+            crate::recommend::RecommendConfig::default(),
+            "[detect] recommendations"
+        );
     }
 
     #[test]
