@@ -306,7 +306,9 @@ fn dir_rule(env: &Env, dirs: &[String], name: Option<&NameMatch>, content: Optio
                 match content {
                     None => return pass(format!("{shown} exists")),
                     Some(c) => {
-                        if let Some(hit) = read_bounded(&e.path()).ok().and_then(|t| find(&t, c, &shown)) {
+                        // A symlink in the directory is followed inside the root only.
+                        let Ok(real) = root::resolve(&env.root, &shown) else { continue };
+                        if let Some(hit) = read_bounded(&real).ok().and_then(|t| find(&t, c, &shown)) {
                             return pass(hit);
                         }
                     }
@@ -329,8 +331,10 @@ fn process_rule(root: &Path, name: &str) -> Verdict {
         if !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        // Under a --root, /proc/PID may be a link: resolved inside the root.
+        let dir = root::resolve(root, &format!("/proc/{pid}")).unwrap_or_else(|_| e.path());
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
         let argv0 = cmdline.split(|b| *b == 0).next().map(String::from_utf8_lossy).unwrap_or_default();
         let base = argv0.rsplit('/').next().unwrap_or_default();
         if comm.trim_end() == name || argv0 == name || base == name {

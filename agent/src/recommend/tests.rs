@@ -396,3 +396,36 @@ fn newer_wazuh_policy_layout() {
     assert_eq!(c.cce_id("p"), "CIS 1.2.3");
     assert!(matches!(&c.rules[0].target, policy::Target::Command(cmd, Some(_)) if cmd == "auditctl -l"));
 }
+
+/// Links inside the assessed root never lead out of it: a `d:` rule reading
+/// a linked file, `x:lines`, `f:` and `p:` all resolve inside the root.
+#[test]
+fn rules_never_read_outside_the_root() {
+    let root = Root::new("escape");
+    root.write("/etc/marker", "inside\n");
+    std::fs::create_dir_all(root.0.join("etc/conf.d")).unwrap();
+    // Outside the root, a file with a line the rules look for.
+    let outside = root.0.with_extension("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "SECRET\n").unwrap();
+    let abs = outside.join("secret");
+    std::os::unix::fs::symlink(&abs, root.0.join("etc/conf.d/a.conf")).unwrap();
+    std::os::unix::fs::symlink(&abs, root.0.join("etc/link")).unwrap();
+    let up = format!("../../../../../../../../..{}", abs.display());
+    std::os::unix::fs::symlink(&up, root.0.join("etc/up")).unwrap();
+    std::fs::create_dir_all(root.0.join("proc")).unwrap();
+    std::os::unix::fs::symlink("/proc/self", root.0.join("proc/1")).unwrap();
+    for rule in [
+        "d:/etc/conf.d -> r:conf -> r:SECRET",
+        "f:/etc/link -> r:SECRET",
+        "f:/etc/up -> r:SECRET",
+        "x:lines /etc/link,/etc/up -> r:SECRET",
+        "x:stat /etc/link",
+    ] {
+        assert_ne!(outcome_as(&root, rule, true, &Origin::Embedded), Pass, "{rule} read outside the root");
+    }
+    // The live /proc/self would be this test process.
+    let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+    assert_eq!(outcome(&root, &format!("p:{}", me.trim())), Fail);
+    let _ = std::fs::remove_dir_all(&outside);
+}
