@@ -29,7 +29,14 @@ fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
             return 1;
         }
     };
-    match rt.block_on(fut) {
+    let result = rt.block_on(fut);
+    // The commands flush what must survive before they return (the learnt
+    // baseline, the spool: the publisher task is joined); what may still run
+    // is a recommendations assessment on a blocking thread (read-only, up to
+    // its command timeout or credential budget), which dropping the runtime
+    // would wait for. A blocking task that writes must be joined by its command.
+    rt.shutdown_background();
+    match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
