@@ -1,19 +1,29 @@
 //! `shrike check`: a preflight of what this kernel and machine support.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::{
     maps::MapType,
     programs::ProgramType,
     sys::{is_map_supported, is_program_supported},
 };
+use clap::Args;
 use serde::Serialize;
 
 use crate::{
     caps::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, effective_caps, privileged},
-    cli::CheckArgs,
     probes::{self, compat, compat::Hook},
 };
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// libpam to check (default: found with ldconfig).
+    #[arg(long)]
+    pub libpam: Option<PathBuf>,
+}
 
 #[derive(Debug, Serialize)]
 struct Item {

@@ -17,26 +17,28 @@ pub mod probes;
 pub mod publish;
 pub mod recommend;
 pub mod telemetry;
+pub mod units;
 
 /// `shrike --version`: the workspace version and the git commit it was built from.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SHRIKE_GIT_COMMIT"), ")");
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
+use clap::Args;
 use tokio::{signal::unix::SignalKind, sync::mpsc, task::JoinSet};
 
 use crate::{
-    cli::{EventsArgs, ProbeArgs},
     events::{
         Kind,
         decode::Clock,
         reader::{self, ReaderStats},
     },
-    probes::ProbeOptions,
+    probes::{ProbeArgs, ProbeOptions},
 };
 
 /// The kernel side, running: attached probes, the reader task(s) (and kernel
@@ -88,6 +90,30 @@ pub fn start_kernel(
 
 /// Exit codes: 0 ok, 1 runtime failure, 2 bad usage/config, 3 cannot run here.
 pub const EXIT_CANNOT_RUN: i32 = 3;
+
+/// `shrike events`'s flags.
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// Event kinds to print, comma-separated (default: all):
+    /// exec, exit, fork, connect, accept, listen, bind, login, privilege, alert.
+    /// Detection still sees every kind its detectors need.
+    #[arg(long, value_delimiter = ',', value_parser = Kind::parse)]
+    pub kinds: Vec<Kind>,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub detect: detect::DetectArgs,
+    /// How often to log the kernel's lost-record counters when they grow.
+    #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
+    pub stats_interval: std::time::Duration,
+    /// Stop after this many events (for scripts and tests).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// The state folder: the learnt baseline is kept there [default:
+    /// /var/lib/shrike].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
 
 /// `shrike events`: every security event as a JSON line on stdout.
 pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {

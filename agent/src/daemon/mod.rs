@@ -20,7 +20,7 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use tokio::{signal::unix::SignalKind, time::Instant};
 
-pub use self::settings::{RunSettings, defaults};
+pub use self::settings::{RunArgs, RunSettings, defaults};
 use self::{
     batches::Sink,
     health::Health,
@@ -29,7 +29,6 @@ use self::{
     settings::agent_id,
 };
 use crate::{
-    cli::RunArgs,
     config::KindPriority,
     detect::Detect,
     enrich::{ProcessTable, exec_misses::MissFolder, users::Users},

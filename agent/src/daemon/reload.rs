@@ -5,12 +5,13 @@ use std::{collections::BTreeSet, time::Duration};
 use tokio::time::Instant;
 
 use super::{
+    RunArgs,
     pipeline::{Pipeline, new_aggregator},
     publisher::PublisherSetup,
     settings::RunSettings,
     timers::every,
 };
-use crate::{cli::RunArgs, config::KindPriority, detect::Detect, events::Kind};
+use crate::{config::KindPriority, detect::Detect, events::Kind};
 
 impl Pipeline {
     /// SIGHUP: reads the settings again (the --config file; flags keep

@@ -7,10 +7,10 @@ use std::{
     time::Duration,
 };
 
+use clap::Args;
 use shrike_common::schema::Uuid;
 
 use crate::{
-    cli::RunArgs,
     config::{
         ConfigError, FileConfig, Hub, KindPriority, default_priority, duration_setting, parse_aggregation,
         parse_hub, parse_priority, readable,
@@ -22,6 +22,100 @@ use crate::{
         mqtt::{Settings, TlsSettings},
     },
 };
+
+/// `shrike run`. Every setting can also be in the TOML file given with
+/// `--config` (same names, `-` as `_`; `[priority]` and `[aggregation]` tables
+/// per kind); flags override the file. Defaults: see `config::RunSettings`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// TOML config file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where to publish: mqtt://HOST:PORT, mqtts://HOST:PORT (TLS), or azure
+    /// (with --connection-string-file; azure://HOST:PORT to connect through a
+    /// gateway or test broker instead of the hub's host).
+    #[arg(long)]
+    pub hub: Option<String>,
+    /// Azure IoT Hub device or module connection string, in a file (kept off
+    /// the command line: it holds the key).
+    #[arg(long)]
+    pub connection_string_file: Option<PathBuf>,
+    /// MQTT client id (generic brokers; default: the host name).
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Topic for generic brokers; `{client_id}` is replaced.
+    #[arg(long)]
+    pub topic: Option<String>,
+    #[arg(long)]
+    pub username: Option<String>,
+    /// File holding the MQTT password.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the MQTT password.
+    #[arg(long)]
+    pub password_env: Option<String>,
+    /// CA certificates (PEM) to verify the broker with (mqtts).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[arg(long)]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub client_key: Option<PathBuf>,
+    #[arg(long)]
+    pub keep_alive: Option<String>,
+    /// The state folder: agent id, learnt baseline and, unless set apart,
+    /// the spool [default: /var/lib/shrike].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Spool directory (messages wait here until the broker acknowledges
+    /// them) [default: STATE_DIR/spool].
+    #[arg(long)]
+    pub spool_dir: Option<PathBuf>,
+    /// Spool capacity in bytes.
+    #[arg(long)]
+    pub spool_size: Option<u64>,
+    /// Latency of high-priority events (1s, PT1S...).
+    #[arg(long)]
+    pub high_interval: Option<String>,
+    /// Batching interval of low-priority events.
+    #[arg(long)]
+    pub low_interval: Option<String>,
+    /// Default aggregation interval of every kind.
+    #[arg(long)]
+    pub aggregate_interval: Option<String>,
+    /// KIND=high|low|off (repeatable). Off kinds are not published (nor
+    /// collected, unless detection looks at them); alerts are always high.
+    #[arg(long = "priority", value_parser = crate::config::parse_kind_value)]
+    pub priorities: Vec<(Kind, String)>,
+    /// KIND=DURATION|off (repeatable): aggregation per kind.
+    #[arg(long = "aggregate", value_parser = crate::config::parse_kind_value)]
+    pub aggregations: Vec<(Kind, String)>,
+    /// Largest message in bytes; bigger batches are split, never truncated.
+    #[arg(long)]
+    pub max_message_size: Option<usize>,
+    /// Interval of the snapshots (listening ports, local users, system information).
+    #[arg(long)]
+    pub snapshot_interval: Option<String>,
+    /// Interval of the agent's health events (dropped events, message statistics).
+    #[arg(long)]
+    pub health_interval: Option<String>,
+    /// File holding the agent's id (a GUID, created on first run) [default:
+    /// STATE_DIR/agent-id].
+    #[arg(long)]
+    pub agent_id_file: Option<PathBuf>,
+    /// Message compression for brokers that are not IoT Hub: none or gzip
+    /// (consumers tell gzip by its magic bytes 1f 8b).
+    #[arg(long)]
+    pub compression: Option<String>,
+    /// Print the messages on stdout instead of publishing them.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub probe: crate::probes::ProbeArgs,
+    #[command(flatten)]
+    pub detect: crate::detect::DetectArgs,
+}
 
 /// Everything `shrike run` needs, resolved from defaults, the file and flags.
 #[derive(Debug)]

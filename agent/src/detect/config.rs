@@ -4,10 +4,69 @@
 
 use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
+use clap::Args;
 use serde::Deserialize;
 
 use super::DetectError;
-use crate::{cli::DetectArgs, config::parse_duration};
+use crate::units::parse_duration;
+
+/// Detection (`[detect]` in the config file; these flags override it).
+#[derive(Debug, Clone, Default, Args)]
+pub struct DetectArgs {
+    /// Sigma rules: a file, or a folder searched recursively for .yml/.yaml
+    /// (repeatable; replaces `rules` of the config file).
+    #[arg(long = "rules", value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
+    /// No detection: no alerts (and no probes attached for it).
+    #[arg(long)]
+    pub no_detect: bool,
+    /// Switches a rule off: a built-in detector's id or a Sigma rule's id
+    /// (repeatable; added to `disabled` of the config file).
+    #[arg(long = "disable-rule", value_name = "ID")]
+    pub disable_rules: Vec<String>,
+    /// A security configuration policy in Wazuh's SCA format for the
+    /// recommendations (repeatable; added to `policies` of the config file,
+    /// besides Shrike's built-in gateway policy).
+    #[arg(long = "policy", value_name = "PATH")]
+    pub policies: Vec<PathBuf>,
+    /// Run the command (`c:`) rules of the local policy files.
+    #[arg(long)]
+    pub allow_commands: bool,
+    /// No recommendations (the OS baseline at start and every snapshot interval).
+    #[arg(long)]
+    pub no_recommendations: bool,
+    /// The root file system the recommendations assess (a host's / mounted
+    /// in a container, an image) [default: /].
+    #[arg(long, value_name = "DIR")]
+    pub recommend_root: Option<PathBuf>,
+    /// Learning period of the baseline (`baseline-*` alerts after it), e.g.
+    /// 24h, 7d; `off` (or 0) turns the baseline off [default: 24h].
+    #[arg(long, value_name = "DURATION|off")]
+    pub baseline_learn: Option<String>,
+    /// login-brute-force: failed logins for one user or one remote host...
+    #[arg(long, value_name = "N")]
+    pub brute_force_failures: Option<u32>,
+    /// ...within this window (e.g. 60s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub brute_force_window: Option<std::time::Duration>,
+    /// Threat-intelligence list: addresses, CIDRs, domains, SHA-256s, one a
+    /// line, or a feed's CSV (repeatable; replaces `ioc` of the config file).
+    /// Reloaded when it changes.
+    #[arg(long = "ioc", value_name = "PATH")]
+    pub ioc: Vec<PathBuf>,
+    /// Hash every executed file (SHA-256 in exec events) even when no IoC
+    /// list has hashes.
+    #[arg(long)]
+    pub hash_executables: bool,
+    /// How often the IoC list files are checked for changes (default 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ioc_reload_interval: Option<std::time::Duration>,
+    /// A path watched for file changes (`file` events), a file or a folder
+    /// (repeatable; replaces `watch` of the config file); `defaults` stands
+    /// for the built-in list (/etc, ~/.ssh, cron spools, system binaries...).
+    #[arg(long = "watch", value_name = "PATH")]
+    pub watch: Vec<String>,
+}
 
 /// The settings of the detection stage.
 #[derive(Clone, Debug, PartialEq)]

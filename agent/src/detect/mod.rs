@@ -30,7 +30,7 @@ pub mod sigma;
 use chrono::{DateTime, Utc};
 
 pub use alert::{Alert, Severity};
-pub use config::DetectConfig;
+pub use config::{DetectArgs, DetectConfig};
 
 use crate::events::{Body, Event, Kind};
 

@@ -79,6 +79,15 @@ impl Kind {
         Kind::EVENTS.into_iter().find(|k| k.name() == s)
     }
 
+    /// A kind given on the command line (`--kinds`, `--wake-kinds`); the
+    /// error lists the kinds.
+    pub fn parse(s: &str) -> Result<Kind, String> {
+        Kind::from_name(s.trim()).ok_or_else(|| {
+            let all: Vec<_> = Kind::EVENTS.iter().map(|k| k.name()).collect();
+            format!("unknown event kind {s:?}; kinds are {}", all.join(", "))
+        })
+    }
+
     /// The record kind number shared with the kernel (`shrike_common::kind`).
     pub fn raw(self) -> u32 {
         use shrike_common::kind;

@@ -13,6 +13,7 @@ use aya::{
     maps::{Array, MapType, PerCpuArray},
     programs::{TracePoint, UProbe, uprobe::UProbeScope},
 };
+use clap::Args;
 use shrike_common::{Config, kind, names};
 
 use crate::events::Kind;
@@ -49,6 +50,67 @@ pub enum ProbeError {
     Map(&'static str, String),
     #[error("no probe could be attached: {0}")]
     NothingAttached(String),
+}
+
+/// The probes' and reader's flags (`shrike events`, `shrike run`).
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Kernel-to-agent transport. `perf` forces perf event arrays (the fallback
+    /// for kernels without a BPF ring buffer).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub transport: Transport,
+    /// Ring buffer size in bytes (a power of two, a multiple of the page size).
+    /// The kernel maps all of it into the agent (twice: it counts double in
+    /// RSS); 4 MiB holds ~150 ms of a 50K connects/s storm.
+    #[arg(long, default_value_t = 4 << 20, value_parser = parse_ring_size)]
+    pub ring_size: u32,
+    /// How often the reader collects records that did not wake it.
+    #[arg(long, default_value = "20ms", value_parser = crate::units::parse_duration)]
+    pub poll_interval: std::time::Duration,
+    /// Waiting bytes in the ring buffer that wake the reader before its timer
+    /// (default: an eighth of the ring).
+    #[arg(long)]
+    pub wake_bytes: Option<u32>,
+    /// Kinds that wake the reader at once, for the lowest latency.
+    #[arg(long, value_delimiter = ',', value_parser = Kind::parse, default_value = "login,privilege")]
+    pub wake_kinds: Vec<Kind>,
+    /// Pages per CPU of each perf buffer (a power of two).
+    #[arg(long, default_value_t = 256, value_parser = parse_pages)]
+    pub perf_pages: usize,
+    /// argv entries captured per exec (1-64); more set `args_truncated`.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_args: u32,
+    /// Bytes captured per argument, NUL included (2-512); longer set `args_truncated`.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(2..=512))]
+    pub max_arg_len: u32,
+    /// libpam to attach the login probes to (default: found with ldconfig).
+    #[arg(long)]
+    pub libpam: Option<PathBuf>,
+    /// Where the host's /proc is (a container mounts it elsewhere).
+    #[arg(long, default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// Failed (ENOENT) execs of a PATH search: `fold` counts them into the
+    /// exec of the same program that follows (`path_misses`), and reports
+    /// one that nothing follows; `report` reports each [default: fold;
+    /// `exec_misses` in the config file].
+    #[arg(long, value_enum, value_name = "fold|report")]
+    pub exec_misses: Option<crate::enrich::exec_misses::ExecMisses>,
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if !n.is_power_of_two() || n < 4096 {
+        return Err(format!("{n} is not a power of two of at least 4096"));
+    }
+    Ok(n)
+}
+
+fn parse_pages(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two"));
+    }
+    Ok(n)
 }
 
 /// What to load and attach.

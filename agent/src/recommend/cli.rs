@@ -28,7 +28,7 @@ pub struct RecommendArgs {
     #[arg(long = "credentials", value_name = "FILE")]
     pub credentials: Vec<PathBuf>,
     /// CPU time the default-credential check may spend.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::config::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::units::parse_duration)]
     pub credential_budget: std::time::Duration,
     /// One JSON object per check instead of a table.
     #[arg(long)]

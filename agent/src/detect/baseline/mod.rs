@@ -75,7 +75,7 @@ pub fn parse_learn(s: &str) -> Result<Option<Duration>, String> {
     if s.trim().eq_ignore_ascii_case("off") {
         return Ok(None);
     }
-    let d = crate::config::parse_duration(s)?;
+    let d = crate::units::parse_duration(s)?;
     Ok((!d.is_zero()).then_some(d))
 }
 

@@ -9,8 +9,34 @@ use std::{
     time::Instant,
 };
 
+use clap::{Args, Subcommand};
+
 use super::list::IocSet;
-use crate::cli::{IocArgs, IocCommand};
+
+#[derive(Debug, Clone, Args)]
+pub struct IocArgs {
+    #[command(subcommand)]
+    pub command: IocCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum IocCommand {
+    /// Parses list files as the agent does; prints `file:line: reason` for
+    /// malformed lines and each file's counts (exit 2 when one cannot be read).
+    Check {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Load time, RSS and lookup cost of one list (for `cargo xtask bench
+    /// --ioc`).
+    #[command(hide = true)]
+    Bench {
+        path: PathBuf,
+        /// Lookups of each type timed.
+        #[arg(long, default_value_t = 1_000_000)]
+        lookups: usize,
+    },
+}
 
 pub fn run(args: &IocArgs) -> i32 {
     match &args.command {

@@ -9,13 +9,57 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
 
 use super::{SigmaEngine, compile, fields::Category, load::Report, record};
 use crate::{
-    cli::{RulesArgs, RulesCommand},
     detect::{Alert, Detector},
     events::{Body, Event, Exec, Sock},
 };
+
+#[derive(Debug, Clone, Args)]
+pub struct RulesArgs {
+    #[command(subcommand)]
+    pub command: RulesCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RulesCommand {
+    /// Validates rule files and folders: prints `file:line: reason` for each
+    /// error (exit 2) and a summary of rules loaded and skipped by reason.
+    Check {
+        /// Rule files, or folders searched recursively for .yml/.yaml.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Also list every skipped rule with its file, line and reason.
+        #[arg(long)]
+        list_skipped: bool,
+    },
+    /// Runs the rules over recorded `shrike events` JSON lines and prints the
+    /// alerts as `shrike events` does.
+    Test {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// The recording (JSON lines; lines of other kinds are passed over).
+        #[arg(long, value_name = "FILE.jsonl")]
+        events: PathBuf,
+        /// Switches a rule off by its id (repeatable).
+        #[arg(long = "disable-rule", value_name = "ID")]
+        disable_rules: Vec<String>,
+    },
+    /// CPU per event of the Sigma stage with these rules (for `cargo xtask
+    /// bench --sigma`).
+    #[command(hide = true)]
+    Bench {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// A recording to replay instead of the built-in mix.
+        #[arg(long, value_name = "FILE.jsonl")]
+        events: Option<PathBuf>,
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
+}
 
 /// Runs the subcommand; the process's exit code (2: rules in error).
 pub fn run(args: &RulesArgs) -> i32 {
