@@ -5,7 +5,6 @@
 //! the profile survives a restart (no relearning), and
 //! a corrupted profile is reported and relearnt without a crash.
 
-#[expect(dead_code, reason = "this file uses only RunAgent of the hub tests' helpers")]
 mod hub_support;
 
 use std::{

@@ -6,7 +6,6 @@
 //! expected results; and `shrike run --dry-run` sends an OSBaseline snapshot
 //! of the same root that validates against the Azure schema.
 
-#[expect(dead_code, reason = "this file uses only the schema validation of the hub tests' helpers")]
 mod hub_support;
 
 use std::{

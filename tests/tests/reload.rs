@@ -4,7 +4,6 @@
 //!
 //! Run as root: `cargo test -p shrike-tests --test reload -- --test-threads=1`.
 
-#[expect(dead_code, reason = "this file uses only some of the hub tests' helpers")]
 mod hub_support;
 
 use std::{

@@ -2,6 +2,10 @@
 //! subscriber (rumqttc), `shrike run` as a child process, a test PKI made with
 //! openssl, the message schemas, and a fake IoT Hub endpoint over TLS that
 //! reads the CONNECT packet (to check the SAS token mosquitto cannot check).
+//!
+//! Included (`mod hub_support;`) by several test crates, each of which uses
+//! a part of it: what one leaves unused is not dead.
+#![allow(dead_code, reason = "shared by several test crates, each uses a part")]
 
 use std::{
     collections::HashMap,
