@@ -176,10 +176,10 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
                 if let Err(e) = sink.write_batch(batch) {
                     break if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.into()) };
                 }
-                if rx.is_empty() {
-                    if let Err(e) = sink.flush() {
-                        break if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.into()) };
-                    }
+                if rx.is_empty()
+                    && let Err(e) = sink.flush()
+                {
+                    break if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.into()) };
                 }
                 if sink.written() >= limit {
                     break Ok(());

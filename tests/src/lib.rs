@@ -144,10 +144,11 @@ fn build_agent() -> anyhow::Result<PathBuf> {
     let mut exe = None;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<Value>(line) else { continue };
-        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "shrike" {
-            if let Some(p) = msg["executable"].as_str() {
-                exe = Some(PathBuf::from(p));
-            }
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == "shrike"
+            && let Some(p) = msg["executable"].as_str()
+        {
+            exe = Some(PathBuf::from(p));
         }
     }
     let exe = exe.context("cargo reported no `shrike` executable")?;

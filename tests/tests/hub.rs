@@ -423,12 +423,11 @@ fn spooled(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".msg") {
-            if let Ok(bytes) = std::fs::read(e.path()) {
-                if bytes.len() > 16 {
-                    out.push((name, bytes[16..].to_vec()));
-                }
-            }
+        if name.ends_with(".msg")
+            && let Ok(bytes) = std::fs::read(e.path())
+            && bytes.len() > 16
+        {
+            out.push((name, bytes[16..].to_vec()));
         }
     }
     out.sort();
@@ -462,12 +461,11 @@ fn spooled_messages_survive_an_agent_kill() {
         for (_, p) in files {
             let v: Value = serde_json::from_slice(p).expect("a spooled message is JSON");
             for e in v["Events"].as_array().unwrap() {
-                if let Some(item) = marked_create(e, &m) {
-                    if let Some(i) =
+                if let Some(item) = marked_create(e, &m)
+                    && let Some(i) =
                         item["CommandLine"].as_str().unwrap().rsplit(' ').next().and_then(|s| s.parse().ok())
-                    {
-                        idx.insert(i);
-                    }
+                {
+                    idx.insert(i);
                 }
             }
         }

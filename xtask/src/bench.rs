@@ -1182,10 +1182,10 @@ fn finish_config(r: Running, runs: &[Done], bench_pid: u32) -> Report {
                     lost += f.get(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
                     continue;
                 }
-                if let (Some(kind), Some(pid), Some(ns)) = (f.first(), f.get(1), f.get(2)) {
-                    if let (Ok(pid), Ok(ns)) = (pid.parse(), ns.parse()) {
-                        lines_by_kind.entry(kind).or_default().push((pid, ns));
-                    }
+                if let (Some(kind), Some(pid), Some(ns)) = (f.first(), f.get(1), f.get(2))
+                    && let (Ok(pid), Ok(ns)) = (pid.parse(), ns.parse())
+                {
+                    lines_by_kind.entry(kind).or_default().push((pid, ns));
                 }
             }
             let in_window = |kind: &str, d: &Done, pid: Option<u32>| {
@@ -1328,10 +1328,11 @@ fn latency_phase(agent: &Path, broker: &Broker, dir: &Path, quick: bool) -> anyh
         for ev in m["Events"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let cl = text_of(&ev["Payload"][0]["CommandLine"]);
             let mut w = cl.split(' ');
-            if ev["Name"] == "ProcessCreate" && w.nth(1) == Some(marker.as_str()) {
-                if let Some(t) = w.next().and_then(|i| sent.remove(i)) {
-                    lat_ms.push((at * 1e3) - t as f64 / 1e6);
-                }
+            if ev["Name"] == "ProcessCreate"
+                && w.nth(1) == Some(marker.as_str())
+                && let Some(t) = w.next().and_then(|i| sent.remove(i))
+            {
+                lat_ms.push((at * 1e3) - t as f64 / 1e6);
             }
         }
     }

@@ -148,10 +148,10 @@ impl<T: Merge + PartialEq> Merge for Option<T> {
     const REQUIRED: bool = false;
 
     fn merge(&mut self, other: &Self) -> bool {
-        if let (Some(a), Some(b)) = (self.as_ref(), other) {
-            if !a.compatible(b) {
-                return false;
-            }
+        if let (Some(a), Some(b)) = (self.as_ref(), other)
+            && !a.compatible(b)
+        {
+            return false;
         }
         if self != other {
             *self = None;

@@ -317,10 +317,10 @@ pub fn load(opts: &ProbeOptions) -> Result<Probes, ProbeError> {
                 "probe skipped, its events will be missing: {reason}"
             ),
         }
-        if let Err(reason) = &result {
-            if reason.starts_with("permission:") {
-                return Err(ProbeError::Permission(reason.clone()));
-            }
+        if let Err(reason) = &result
+            && reason.starts_with("permission:")
+        {
+            return Err(ProbeError::Permission(reason.clone()));
         }
         status.push(ProbeStatus {
             program: spec.program,

@@ -361,10 +361,11 @@ pub fn dpkg_files(root: &Path) -> Option<HashSet<String>> {
     for e in rd.flatten() {
         // A link could lead out of the root: dpkg writes plain files.
         let plain = e.file_type().is_ok_and(|t| t.is_file());
-        if plain && e.path().extension().is_some_and(|x| x == "list") {
-            if let Ok(t) = std::fs::read_to_string(e.path()) {
-                set.extend(t.lines().map(str::to_owned));
-            }
+        if plain
+            && e.path().extension().is_some_and(|x| x == "list")
+            && let Ok(t) = std::fs::read_to_string(e.path())
+        {
+            set.extend(t.lines().map(str::to_owned));
         }
     }
     Some(set)

@@ -430,19 +430,18 @@ impl Baseline {
     /// meanwhile (another id): then that profile is taken over.
     fn sync(&mut self) {
         let Some(path) = self.path.clone() else { return };
-        if let Some(id) = store::read_id(&path) {
-            if id != self.profile.id {
-                if let Ok(p) = store::read(&path) {
-                    tracing::info!(file = %path.display(), "baseline profile reset on disk: learning again");
-                    self.profile = p;
-                    self.ended = false;
-                    self.dirty = false;
-                    self.set_until();
-                    if self.profile.learn_started.is_none() {
-                        // Learning restarts at the next event or tick.
-                        self.dirty = true;
-                    }
-                }
+        if let Some(id) = store::read_id(&path)
+            && id != self.profile.id
+            && let Ok(p) = store::read(&path)
+        {
+            tracing::info!(file = %path.display(), "baseline profile reset on disk: learning again");
+            self.profile = p;
+            self.ended = false;
+            self.dirty = false;
+            self.set_until();
+            if self.profile.learn_started.is_none() {
+                // Learning restarts at the next event or tick.
+                self.dirty = true;
             }
         }
         if !self.dirty {
@@ -489,10 +488,10 @@ impl Detector for Baseline {
                 self.learn(ev, exec_path(ev, x), &vals[..n], out);
             }
             Body::Connect(s) => {
-                if let Some(exe) = ev.exe.as_deref() {
-                    if write_destination(&mut buf, s) {
-                        self.learn(ev, exe, &[(Aspect::Destination, &buf)], out);
-                    }
+                if let Some(exe) = ev.exe.as_deref()
+                    && write_destination(&mut buf, s)
+                {
+                    self.learn(ev, exe, &[(Aspect::Destination, &buf)], out);
                 }
             }
             Body::Listen(s) => {

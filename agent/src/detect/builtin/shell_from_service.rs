@@ -172,10 +172,10 @@ impl Detector for ShellFromService {
                 self.add_service(ev.pid, ev.exe.clone(), how);
             }
             Body::Fork(f) => {
-                if let Some(t) = self.origin(ev.pid, None) {
-                    if t.depth < MAX_DEPTH {
-                        self.tainted.insert(f.child_pid, Taint { depth: t.depth + 1, ..t });
-                    }
+                if let Some(t) = self.origin(ev.pid, None)
+                    && t.depth < MAX_DEPTH
+                {
+                    self.tainted.insert(f.child_pid, Taint { depth: t.depth + 1, ..t });
                 }
             }
             Body::Exit(_) => {

@@ -261,18 +261,19 @@ impl Builder {
         }
         if let Some(comment) = line.strip_prefix('#') {
             // Feeds put their CSV header in a comment line before the data.
-            if !self.data {
-                if let Some(cols) = header(comment) {
-                    self.columns = Some(cols);
-                }
+            if !self.data
+                && let Some(cols) = header(comment)
+            {
+                self.columns = Some(cols);
             }
             return;
         }
-        if !self.data && self.columns.is_none() {
-            if let Some(cols) = header(line) {
-                self.columns = Some(cols);
-                return;
-            }
+        if !self.data
+            && self.columns.is_none()
+            && let Some(cols) = header(line)
+        {
+            self.columns = Some(cols);
+            return;
         }
         self.data = true;
         match self.columns.clone() {
@@ -348,11 +349,11 @@ fn merge<T: Ord + Copy>(mut v: Vec<(T, T)>, succ: impl Fn(T) -> Option<T>) -> Ve
     v.sort_unstable();
     let mut out: Vec<(T, T)> = Vec::with_capacity(v.len());
     for (a, b) in v {
-        if let Some(last) = out.last_mut() {
-            if succ(last.1).is_none_or(|next| a <= next) {
-                last.1 = last.1.max(b);
-                continue;
-            }
+        if let Some(last) = out.last_mut()
+            && succ(last.1).is_none_or(|next| a <= next)
+        {
+            last.1 = last.1.max(b);
+            continue;
         }
         out.push((a, b));
     }
