@@ -47,13 +47,13 @@ const AT_FDCWD: i32 = -100;
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let Ok(pid) = (unsafe { ctx.read_at::<i32>(12) }) else { return 0 };
     let Ok(old) = (unsafe { ctx.read_at::<i32>(16) }) else { return 0 };
-    if pid != old {
-        if let Some(rec) = EXEC_PENDING.get_ptr(old as u32) {
-            // A reference to the map value: the record is too big for the stack.
-            let rec: &ExecRecord = unsafe { &*rec };
-            let _ = EXEC_PENDING.insert(pid as u32, rec, 0);
-            let _ = EXEC_PENDING.remove(old as u32);
-        }
+    if pid != old
+        && let Some(rec) = EXEC_PENDING.get_ptr(old as u32)
+    {
+        // A reference to the map value: the record is too big for the stack.
+        let rec: &ExecRecord = unsafe { &*rec };
+        let _ = EXEC_PENDING.insert(pid as u32, rec, 0);
+        let _ = EXEC_PENDING.remove(old as u32);
     }
     0
 }

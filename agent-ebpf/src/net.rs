@@ -283,10 +283,10 @@ fn finish_outcome(p: &mut Pending) {
 /// socket leaves SYN_SENT for CLOSE: the connect was refused.
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    if let Ok(sk) = unsafe { ctx.read_at::<u64>(8) } {
-        if let Some(p) = CONNECTING.get_ptr_mut(sk) {
-            unsafe { (*p).reset = 1 };
-        }
+    if let Ok(sk) = unsafe { ctx.read_at::<u64>(8) }
+        && let Some(p) = CONNECTING.get_ptr_mut(sk)
+    {
+        unsafe { (*p).reset = 1 };
     }
     0
 }
@@ -471,13 +471,13 @@ fn accept_exit(ctx: &TracePointContext) {
         let mut alen: u32 = 0;
         let r =
             unsafe { bpf_probe_read_user(&mut alen as *mut u32 as *mut c_void, 4, a.a[2] as *const c_void) };
-        if r == 0 {
-            if let Some(sa) = read_sockaddr(a.a[1], alen as u64) {
-                rec.family = sa.family;
-                rec.rport = sa.port;
-                rec.raddr = sa.addr;
-                rec.flags |= sock_flags::REMOTE_KNOWN;
-            }
+        if r == 0
+            && let Some(sa) = read_sockaddr(a.a[1], alen as u64)
+        {
+            rec.family = sa.family;
+            rec.rport = sa.port;
+            rec.raddr = sa.addr;
+            rec.flags |= sock_flags::REMOTE_KNOWN;
         }
     }
     if rec.family == 0 {

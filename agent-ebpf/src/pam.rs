@@ -179,10 +179,10 @@ pub fn pam_get_user_ret(ctx: RetProbeContext) -> u32 {
 pub fn pam_end(ctx: ProbeContext) -> u32 {
     let pamh = ctx.arg::<u64>(0).unwrap_or(0);
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if let Some(h) = PAM_HANDLES.get_ptr(pamh) {
-        if unsafe { (*h).owner } == tgid {
-            let _ = PAM_HANDLES.remove(pamh);
-        }
+    if let Some(h) = PAM_HANDLES.get_ptr(pamh)
+        && unsafe { (*h).owner } == tgid
+    {
+        let _ = PAM_HANDLES.remove(pamh);
     }
     0
 }
