@@ -95,7 +95,7 @@ pub const EXIT_CANNOT_RUN: i32 = 3;
 #[derive(Debug, Clone, Args)]
 pub struct EventsArgs {
     /// Event kinds to print, comma-separated (default: all):
-    /// exec, exit, fork, connect, accept, listen, bind, login, privilege, alert.
+    /// exec, exit, fork, connect, accept, listen, bind, login, privilege, file, alert.
     /// Detection still sees every kind its detectors need.
     #[arg(long, value_delimiter = ',', value_parser = Kind::parse)]
     pub kinds: Vec<Kind>,
