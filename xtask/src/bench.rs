@@ -1295,34 +1295,39 @@ fn finish_config(r: Running, runs: &[Done], bench_pid: u32) -> Report {
 // ---------------------------------------------------------------------------
 // Shrike-only phases: latency and max rate without loss
 
-fn latency_phase(agent: &Path, broker: &Broker, dir: &Path, quick: bool) -> anyhow::Result<Value> {
-    let dir = dir.join("latency");
+/// `shrike run` against `broker` (recommendations off: their assessment at
+/// start is not what these phases time) with `extra` flags, its files in
+/// `dir/<name>`, a subscriber started first; returns once the agent is ready.
+fn start_run(
+    agent: &Path,
+    broker: &Broker,
+    dir: &Path,
+    name: &str,
+    extra: &[&str],
+) -> anyhow::Result<(Sub, Child)> {
+    let dir = dir.join(name);
     fs::create_dir_all(&dir)?;
-    let sub = Sub::start(broker.port, &dir, "latency")?;
+    let sub = Sub::start(broker.port, &dir, name)?;
     let hub = format!("mqtt://127.0.0.1:{}", broker.port);
     let err = dir.join("stderr");
     let mut c = Command::new(agent);
-    c.args([
-        "run",
-        "--hub",
-        &hub,
-        "--client-id",
-        TOPIC_ID,
-        "--priority",
-        "exec=high",
-        "--aggregate",
-        "exec=off",
-        "--no-recommendations",
-    ])
-    .arg("--spool-dir")
-    .arg(dir.join("spool"))
-    .arg("--agent-id-file")
-    .arg(dir.join("agent-id"));
+    c.args(["run", "--hub", &hub, "--client-id", TOPIC_ID, "--no-recommendations"])
+        .args(extra)
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .arg("--agent-id-file")
+        .arg(dir.join("agent-id"));
     let mut child = spawn_logged(&mut c, &dir.join("stdout"), &err)?;
     if !wait_file(&err, Duration::from_secs(30), |s| s.contains("shrike ready")) {
         stop_child(&mut child, libc::SIGINT, Duration::from_secs(10));
         bail!("shrike run did not become ready");
     }
+    Ok((sub, child))
+}
+
+fn latency_phase(agent: &Path, broker: &Broker, dir: &Path, quick: bool) -> anyhow::Result<Value> {
+    let extra = ["--priority", "exec=high", "--aggregate", "exec=off"];
+    let (sub, mut child) = start_run(agent, broker, dir, "latency", &extra)?;
     let n = if quick { 10 } else { 100 };
     let marker = format!("sblat{}", std::process::id());
     let mut sent = HashMap::new();
@@ -1361,22 +1366,7 @@ fn latency_phase(agent: &Path, broker: &Broker, dir: &Path, quick: bool) -> anyh
 /// whose first alert of a (rule, process) goes out at once. Latency: from
 /// just before the exec to the subscriber's receipt of the Alert event.
 fn alert_latency_phase(agent: &Path, broker: &Broker, dir: &Path, quick: bool) -> anyhow::Result<Value> {
-    let dir = dir.join("alert-latency");
-    fs::create_dir_all(&dir)?;
-    let sub = Sub::start(broker.port, &dir, "alerts")?;
-    let hub = format!("mqtt://127.0.0.1:{}", broker.port);
-    let err = dir.join("stderr");
-    let mut c = Command::new(agent);
-    c.args(["run", "--hub", &hub, "--client-id", TOPIC_ID, "--no-recommendations"])
-        .arg("--spool-dir")
-        .arg(dir.join("spool"))
-        .arg("--agent-id-file")
-        .arg(dir.join("agent-id"));
-    let mut child = spawn_logged(&mut c, &dir.join("stdout"), &err)?;
-    if !wait_file(&err, Duration::from_secs(30), |s| s.contains("shrike ready")) {
-        stop_child(&mut child, libc::SIGINT, Duration::from_secs(10));
-        bail!("shrike run did not become ready");
-    }
+    let (sub, mut child) = start_run(agent, broker, dir, "alert-latency", &[])?;
     let staging = std::env::temp_dir().join(format!("shrike-bench-alert-{}", std::process::id()));
     fs::create_dir_all(&staging)?;
     let bin = staging.join("true");
@@ -1664,6 +1654,24 @@ struct Sample {
     kernel: Value,
 }
 
+/// The agent to measure: `--agent`, else a release build, or the debug build
+/// with --quick (what CI has already built for the tests; --quick checks the
+/// harness, not the numbers).
+fn agent_binary(args: &BenchArgs, root: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(a) = &args.agent {
+        return Ok(a.clone());
+    }
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root).args(["build", "--package", "shrike"]);
+    if !args.quick {
+        c.arg("--release");
+    }
+    if !c.status()?.success() {
+        bail!("building the agent failed");
+    }
+    Ok(root.join("target").join(if args.quick { "debug" } else { "release" }).join("shrike"))
+}
+
 pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
     if !args.sigma.is_empty() || args.ioc {
         if !args.ioc && !args.sigma.iter().any(|d| d.exists()) {
@@ -1671,20 +1679,7 @@ pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
             return Ok(());
         }
         // Release build unless --quick or --agent: the numbers are the point.
-        let agent = match &args.agent {
-            Some(a) => a.clone(),
-            None => {
-                let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-                c.current_dir(root).args(["build", "--package", "shrike"]);
-                if !args.quick {
-                    c.arg("--release");
-                }
-                if !c.status()?.success() {
-                    bail!("building the agent failed");
-                }
-                root.join("target").join(if args.quick { "debug" } else { "release" }).join("shrike")
-            }
-        };
+        let agent = agent_binary(&args, root)?;
         let out = args.out.clone().unwrap_or_else(|| "target/bench".into());
         let out = if out.is_absolute() { out } else { root.join(out) };
         if args.ioc {
@@ -1733,20 +1728,7 @@ pub fn run(args: BenchArgs, root: &Path) -> anyhow::Result<()> {
 
     // The agent: release build, or the debug build with --quick (what CI has
     // already built for the tests; --quick checks the harness, not the numbers).
-    let agent = match &args.agent {
-        Some(a) => a.clone(),
-        None => {
-            let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            c.current_dir(root).args(["build", "--package", "shrike"]);
-            if !args.quick {
-                c.arg("--release");
-            }
-            if !c.status()?.success() {
-                bail!("building the agent failed");
-            }
-            root.join("target").join(if args.quick { "debug" } else { "release" }).join("shrike")
-        }
-    };
+    let agent = agent_binary(&args, root)?;
     let t_setup = Instant::now();
 
     // kernel.bpf_stats_enabled for the run.
