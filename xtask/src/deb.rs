@@ -158,6 +158,7 @@ pub fn deb(target: Option<&str>, bin: Option<PathBuf>) -> anyhow::Result<PathBuf
     let man = man_page(&bin, &triple)?;
     put(&stage, "usr/share/man/man1/shrike.1.gz", &gzip(man.as_bytes())?, 0o644)?;
     put(&stage, "usr/share/doc/shrike/copyright", copyright().as_bytes(), 0o644)?;
+    put(&stage, "usr/share/lintian/overrides/shrike", LINTIAN_OVERRIDES.as_bytes(), 0o644)?;
     let date = changelog_date()?;
     let changelog = format!(
         "shrike ({VERSION}) unstable; urgency=medium\n\n  * Release {VERSION}.\n\n -- {MAINTAINER}  {date}\n"
@@ -300,6 +301,18 @@ fn source_date_epoch() -> Option<i64> {
     let out = Command::new("git").args(["log", "-1", "--format=%ct"]).current_dir(root()).output().ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
+
+/// Lintian's findings that are not defects of this package, each with why.
+const LINTIAN_OVERRIDES: &str = "\
+# The YAML parser of the Sigma and SCA policy loaders is unsafe-libyaml, a Rust
+# translation of libyaml compiled into the binary (no C library to link to):
+# lintian recognises libyaml's strings in it.
+shrike: embedded-library libyaml [usr/bin/shrike]
+# The recommendations read dpkg's file lists (read-only, /var/lib/dpkg/info) to
+# tell the distribution's SUID files from others; there is no dpkg interface
+# for that from a program that may assess another root file system (--root).
+shrike: uses-dpkg-database-directly [usr/bin/shrike]
+";
 
 fn changelog_date() -> anyhow::Result<String> {
     let mut date = Command::new("date");
