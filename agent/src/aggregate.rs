@@ -324,22 +324,7 @@ mod tests {
             user: None,
             comm: "sh".into(),
             exe: Some("/bin/sh".into()),
-            body: Body::Exec(Exec {
-                filename: "/bin/true".into(),
-                argv: argv.iter().map(|s| s.to_string()).collect(),
-                args_truncated: false,
-                filename_truncated: false,
-                result: 0,
-                success: true,
-                error: None,
-                parent_exe: None,
-                execveat: false,
-                entry_missing: false,
-                args_unreadable: false,
-                path_misses: 0,
-                sha256: None,
-                sha256_skipped: None,
-            }),
+            body: Body::Exec(Exec::succeeded("/bin/true", argv)),
         }
     }
 

@@ -216,25 +216,7 @@ mod tests {
         let mut fork = ev(100, Body::Fork(Fork { child_pid: 4242 }));
         assert!(t.apply(&mut fork));
         assert_eq!(fork.ppid, Some(1));
-        let mut exec = ev(
-            4242,
-            Body::Exec(Exec {
-                filename: "/bin/true".into(),
-                argv: vec!["true".into()],
-                args_truncated: false,
-                filename_truncated: false,
-                result: 0,
-                success: true,
-                error: None,
-                parent_exe: None,
-                execveat: false,
-                entry_missing: false,
-                args_unreadable: false,
-                path_misses: 0,
-                sha256: None,
-                sha256_skipped: None,
-            }),
-        );
+        let mut exec = ev(4242, Body::Exec(Exec::succeeded("/bin/true", &["true"])));
         assert!(t.apply(&mut exec));
         assert_eq!(exec.ppid, Some(100));
         assert_eq!(exec.exe.as_deref(), Some("/bin/true"));

@@ -219,6 +219,29 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+#[cfg(test)]
+impl Exec {
+    /// A successful exec of `filename` with `argv`, nothing else set (tests).
+    pub fn succeeded(filename: &str, argv: &[&str]) -> Exec {
+        Exec {
+            filename: filename.into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            args_truncated: false,
+            filename_truncated: false,
+            result: 0,
+            success: true,
+            error: None,
+            parent_exe: None,
+            execveat: false,
+            entry_missing: false,
+            args_unreadable: false,
+            path_misses: 0,
+            sha256: None,
+            sha256_skipped: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Exit {
     /// The exit code when the process exited normally.

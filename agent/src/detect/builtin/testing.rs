@@ -35,26 +35,7 @@ pub fn event(at: f64, pid: u32, body: Body) -> Event {
 
 /// A successful exec of `path` with `argv` by `pid`, child of `ppid`.
 pub fn exec(at: f64, pid: u32, ppid: u32, path: &str, argv: &[&str]) -> Event {
-    let mut ev = event(
-        at,
-        pid,
-        Body::Exec(Exec {
-            filename: path.into(),
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            args_truncated: false,
-            filename_truncated: false,
-            result: 0,
-            success: true,
-            error: None,
-            parent_exe: None,
-            execveat: false,
-            entry_missing: false,
-            args_unreadable: false,
-            path_misses: 0,
-            sha256: None,
-            sha256_skipped: None,
-        }),
-    );
+    let mut ev = event(at, pid, Body::Exec(Exec::succeeded(path, argv)));
     ev.ppid = Some(ppid);
     ev.exe = path.starts_with('/').then(|| path.into());
     ev.comm = crate::detect::builtin::base_name(path).chars().take(15).collect();
