@@ -164,7 +164,10 @@ fn ensure_components(sysroot: &Path) {
         return;
     }
     let cmd = format!("rustup component add rust-src llvm-tools --toolchain {TOOLCHAIN}");
-    println!("cargo:warning=installing missing nightly components: {cmd}");
+    // Not a `cargo:warning`: cargo replays those at every build that does not
+    // rerun this script, long after the components were installed. `cargo
+    // xtask` checks and says so itself; a failure below is shown.
+    eprintln!("installing missing nightly components: {cmd}");
     let ok = Command::new("rustup")
         .args(["component", "add", "rust-src", "llvm-tools", "--toolchain", TOOLCHAIN])
         .status()

@@ -13,6 +13,10 @@
 
 #[cfg(feature = "schema")]
 pub mod schema;
+/// The send-security-message SDK: the socket protocol (feature `schema`),
+/// a blocking client (`sdk`) and an async one (`sdk-tokio`).
+#[cfg(feature = "schema")]
+pub mod sdk;
 
 /// Stable numeric record kinds. Never renumber: they are part of the wire format
 /// between the kernel object and the agent, and index the per-kind lost counters.
@@ -31,6 +35,9 @@ pub mod kind {
     /// Made by the agent's detection, never by the kernel: no probe, no
     /// counters; the number only keeps the kinds distinct.
     pub const ALERT: u32 = 15;
+    /// An event another program reported through the SDK socket: made by
+    /// the agent, never by the kernel, like ALERT.
+    pub const SDK: u32 = 14;
     /// Number of slots in the per-kind counters (kind values are < MAX).
     pub const MAX: u32 = 16;
 }
@@ -360,6 +367,64 @@ impl WatchPrefix {
     }
 }
 
+/// The first 8-byte word of every watched prefix (map `WATCH_HEAD`, index
+/// 0): the kernel reads a path's first 8 bytes and stops when none of
+/// these matches, before copying the whole path. A path that fails a
+/// prefix's first word fails the prefix ([`WatchPrefix`]'s masks run from
+/// byte 0 and its bytes are never 0, so a path shorter than the word meets
+/// its NUL under the mask whatever follows the NUL).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WatchHead {
+    /// Bit `b` set: some prefix has `b` as its second byte (or is "/"
+    /// alone: all set). A path whose second byte is not here (/tmp, /proc
+    /// with the defaults) is out at once.
+    pub second: [u64; 4],
+    pub words: [u64; WATCH_MAX as usize],
+    pub masks: [u64; WATCH_MAX as usize],
+    /// Entries used (distinct first words); 0: nothing is watched.
+    pub n: u32,
+    pub _pad: u32,
+}
+
+impl WatchHead {
+    /// The distinct first words of `list`.
+    pub fn new(list: &[WatchPrefix]) -> WatchHead {
+        let mut h = WatchHead {
+            second: [0; 4],
+            words: [0; WATCH_MAX as usize],
+            masks: [0; WATCH_MAX as usize],
+            n: 0,
+            _pad: 0,
+        };
+        for p in list.iter().filter(|p| p.nwords > 0) {
+            let [_, b, ..] = p.words[0].to_ne_bytes();
+            let [_, m, ..] = p.masks[0].to_ne_bytes();
+            if m == 0 {
+                h.second = [u64::MAX; 4];
+            } else {
+                h.second[b as usize / 64] |= 1 << (b % 64);
+            }
+            let n = h.n as usize;
+            let seen = (0..n).any(|i| h.words[i] == p.words[0] && h.masks[i] == p.masks[0]);
+            if !seen && n < WATCH_MAX as usize {
+                h.words[n] = p.words[0];
+                h.masks[n] = p.masks[0];
+                h.n += 1;
+            }
+        }
+        h
+    }
+
+    /// What the kernel computes, for tests: the 8 bytes `first` (a path's
+    /// start, read without stopping at its NUL) may begin a watched path.
+    pub fn may_match(&self, first: u64) -> bool {
+        let b = first.to_ne_bytes()[1];
+        self.second[b as usize / 64] & (1 << (b % 64)) != 0
+            && (0..self.n as usize).any(|i| (first ^ self.words[i]) & self.masks[i] == 0)
+    }
+}
+
 /// Agent-to-kernel settings (array map `CONFIG`, index 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -376,7 +441,15 @@ pub struct Config {
     /// (irq_work) that costs microseconds, a virtual machine far more.
     pub wake_kinds: u32,
     pub wake_bytes: u32,
-    pub _reserved: u32,
+    /// File integrity's directory-fd cache (map `DIR_MARKS`): 0 = off (the
+    /// hooks that end an fd's life are not all attached), else the
+    /// generation of the watch list; a mark made under another generation
+    /// is ignored, so rewriting `WATCH` and bumping this drops every mark.
+    pub dir_cache: u32,
+    /// The open flags O_DIRECTORY and O_NOFOLLOW of the agent's
+    /// architecture (they differ between x86_64 and aarch64).
+    pub o_directory: u32,
+    pub o_nofollow: u32,
 }
 
 /// Names of maps and programs the agent looks up in the object.
@@ -386,6 +459,7 @@ pub mod names {
     pub const LOST: &str = "LOST";
     pub const SENT: &str = "SENT";
     pub const WATCH: &str = "WATCH";
+    pub const WATCH_HEAD: &str = "WATCH_HEAD";
 }
 
 // No implicit padding: each size is the sum of its fields.
@@ -400,10 +474,11 @@ const _: () = {
         size_of::<LoginRecord>() == 48 + 8 + PAM_SERVICE_LEN + PAM_USER_LEN + PAM_RHOST_LEN + PAM_TTY_LEN
     );
     assert!(size_of::<PrivRecord>() == 48 + 8 + 8 + 12 + 4 + 24);
-    assert!(size_of::<Config>() == 24);
+    assert!(size_of::<Config>() == 32);
     assert!(size_of::<FileRecord>() == 48 + 8 + 32 + 2 * PATH_LEN);
     assert!(core::mem::offset_of!(FileRecord, path) % 8 == 0);
     assert!(size_of::<WatchPrefix>() == 16 * WATCH_WORDS + 8);
+    assert!(size_of::<WatchHead>() == 32 + 16 * WATCH_MAX as usize + 8);
 };
 
 #[cfg(feature = "user")]
@@ -412,4 +487,5 @@ mod pod {
     // SAFETY: plain-old-data records: only integers and byte arrays, no padding.
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for WatchPrefix {}
+    unsafe impl aya::Pod for WatchHead {}
 }

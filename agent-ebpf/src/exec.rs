@@ -47,6 +47,8 @@ const AT_FDCWD: i32 = -100;
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let Ok(pid) = (unsafe { ctx.read_at::<i32>(12) }) else { return 0 };
     let Ok(old) = (unsafe { ctx.read_at::<i32>(16) }) else { return 0 };
+    // File integrity's directory marks: close-on-exec fds are gone.
+    crate::file::on_exec(pid as u32);
     if pid != old
         && let Some(rec) = EXEC_PENDING.get_ptr(old as u32)
     {
@@ -154,17 +156,32 @@ fn exec_enter(
         // The mask is a no-op (off < ARGS_CAP) that the verifier can see: the
         // read of at most MAX_ARG_LEN bytes stays inside ARGS_BUF_LEN.
         let at = off & (ARGS_CAP - 1);
+        // The length's bound, checked again next to the call on a fresh
+        // (volatile) read: LLVM spills the clamped value, and Linux 6.1's
+        // verifier loses its bounds through the spill ("R2 unbounded memory
+        // access" on sys_enter_execve, found by `cargo xtask vm-test`).
+        let len = unsafe { core::ptr::read_volatile(&arg_len) };
+        let len = if len > MAX_ARG_LEN { MAX_ARG_LEN } else { len };
         let n = unsafe {
             bpf_probe_read_user_str(
                 rec.args.as_mut_ptr().add(at) as *mut c_void,
-                arg_len as u32,
+                len as u32,
                 p as *const c_void,
             )
         };
-        if n <= 0 {
+        if n < 0 {
             set_flag(rec, exec_flags::ARGS_UNREADABLE);
             break;
         }
+        // An empty argument: Linux before 6.8 returns 0 for it, not 1 (its
+        // strncpy_from_user_nofault counted the NUL only after a non-empty
+        // string; Debian's 6.1 under `cargo xtask vm-test`).
+        let n = if n == 0 {
+            unsafe { *rec.args.as_mut_ptr().add(at) = 0 };
+            1
+        } else {
+            n
+        };
         let n = (n as usize) & (MAX_ARG_LEN * 2 - 1);
         if n >= arg_len && more_bytes(p + arg_len as u64 - 1) {
             set_flag(rec, exec_flags::ARGS_TRUNCATED);

@@ -7,6 +7,7 @@
 //! attaches (agent/src/probes/compat.rs) and skips a hook whose format differs.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)] // BPF atomic adds (file.rs: `count_add`)
 
 mod emit;
 mod exec;

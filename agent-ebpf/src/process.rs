@@ -3,7 +3,7 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
-    maps::LruHashMap,
+    maps::{Array, LruHashMap},
     programs::TracePointContext,
 };
 use shrike_common::{ExitRecord, ForkRecord, kind};
@@ -13,9 +13,61 @@ use crate::{emit::emit_value, fill_header, is_agent};
 const CLONE_THREAD: u64 = 0x0001_0000;
 
 /// Exit status per tgid, from exit_group/exit or a fatal signal, until the
-/// leader's sched_process_exit reports it.
+/// leader's sched_process_exit reports it: the statuses that do not fit in
+/// [`EXIT_SLOTS`].
 #[map]
 static EXIT_STATUS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// The fast path of [`EXIT_STATUS`]: direct-mapped by tgid (slot `tgid %
+/// EXIT_SLOT_COUNT`), `tgid << 32 | SLOT_USED | status`. An array slot is one
+/// memory access where an LRU insert cost about a microsecond in exit_group
+/// (BENCHMARKS.md, "Kernel cost, round 2"). A slot that holds another
+/// process's status moves it to [`EXIT_STATUS`] before it is reused.
+#[map]
+static EXIT_SLOTS: Array<u64> = Array::with_max_entries(EXIT_SLOT_COUNT, 0);
+const EXIT_SLOT_COUNT: u32 = 32768;
+const SLOT_USED: u64 = 1 << 31;
+
+/// Records `status` for `tgid`; with `first`, only when none is recorded yet
+/// (the first cause of an exit wins).
+#[inline(always)]
+fn status_set(tgid: u32, status: u32, first: bool) {
+    let Some(slot) = EXIT_SLOTS.get_ptr_mut(tgid % EXIT_SLOT_COUNT) else { return };
+    let v = unsafe { *slot };
+    let used = v & SLOT_USED != 0;
+    if used && (v >> 32) as u32 == tgid {
+        if first {
+            return;
+        }
+    } else {
+        if first && unsafe { EXIT_STATUS.get(tgid) }.is_some() {
+            return;
+        }
+        if used {
+            let _ = EXIT_STATUS.insert((v >> 32) as u32, (v & 0xffff) as u32, 0);
+        }
+    }
+    unsafe { *slot = (u64::from(tgid) << 32) | SLOT_USED | u64::from(status & 0xffff) };
+}
+
+/// The status recorded for `tgid`; with `take`, forgets it.
+#[inline(always)]
+fn status_get(tgid: u32, take: bool) -> Option<u32> {
+    if let Some(slot) = EXIT_SLOTS.get_ptr_mut(tgid % EXIT_SLOT_COUNT) {
+        let v = unsafe { *slot };
+        if v & SLOT_USED != 0 && (v >> 32) as u32 == tgid {
+            if take {
+                unsafe { *slot = 0 };
+            }
+            return Some((v & 0xffff) as u32);
+        }
+    }
+    let status = unsafe { EXIT_STATUS.get(tgid) }.copied();
+    if take && status.is_some() {
+        let _ = EXIT_STATUS.remove(tgid);
+    }
+    status
+}
 
 /// task/task_newtask: pid@8 (i32), comm@12 [16], clone_flags@32 (u64).
 /// Runs in the parent's context; threads (CLONE_THREAD) are not processes.
@@ -27,14 +79,13 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 
 fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if is_agent((pid_tgid >> 32) as u32) {
-        return Ok(());
-    }
     let flags: u64 = unsafe { ctx.read_at(32)? };
-    if flags & CLONE_THREAD != 0 {
+    let child: i32 = unsafe { ctx.read_at(8)? };
+    // Also for the agent's children: they are reported.
+    crate::file::on_new_task((pid_tgid >> 32) as u32, child as u32, flags);
+    if is_agent((pid_tgid >> 32) as u32) || flags & CLONE_THREAD != 0 {
         return Ok(());
     }
-    let child: i32 = unsafe { ctx.read_at(8)? };
     let mut rec: ForkRecord = unsafe { core::mem::zeroed() };
     fill_header(&mut rec.hdr, kind::FORK, core::mem::size_of::<ForkRecord>(), pid_tgid);
     rec.child_pid = child as u32;
@@ -49,7 +100,7 @@ pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if let Ok(code) = unsafe { ctx.read_at::<u64>(16) } {
         let status = ((code as u32) & 0xff) << 8;
-        let _ = EXIT_STATUS.insert((pid_tgid >> 32) as u32, status, 0);
+        status_set((pid_tgid >> 32) as u32, status, false);
     }
     0
 }
@@ -64,7 +115,7 @@ pub fn sys_enter_exit(ctx: TracePointContext) -> u32 {
     }
     if let Ok(code) = unsafe { ctx.read_at::<u64>(16) } {
         let status = ((code as u32) & 0xff) << 8;
-        let _ = EXIT_STATUS.insert((pid_tgid >> 32) as u32, status, 0);
+        status_set((pid_tgid >> 32) as u32, status, false);
     }
     0
 }
@@ -129,7 +180,7 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
 /// signal/signal_deliver: sig@8 (i32), sa_handler@24 (u64). A signal with the
 /// default handler whose default action is fatal ends the process with it. The
 /// first cause wins (exit_group's SIGKILL to the other threads must not
-/// overwrite the exit code), hence BPF_NOEXIST.
+/// overwrite the exit code).
 #[tracepoint]
 pub fn signal_deliver(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -157,7 +208,7 @@ pub fn signal_deliver(ctx: TracePointContext) -> u32 {
                 status = s;
             }
         }
-        let _ = EXIT_STATUS.insert(tgid, status, 1 /* BPF_NOEXIST */);
+        status_set(tgid, status, true);
     }
     // That signal is delivered now (to a handler, or fatally).
     let done = |s: u32| sig == SIGKILL || s == sig as u32;
@@ -183,20 +234,23 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         // de_thread(): another thread's exec ends the old leader with SIGKILL
         // and takes over its pid; the process goes on (unless it was really
         // ending: exit_group's status, or a signal other than that SIGKILL).
-        let status = unsafe { EXIT_STATUS.get(tgid) }.copied();
+        let status = status_get(tgid, false);
         if status.is_none() || status == Some(SIGKILL as u32) {
-            let _ = EXIT_STATUS.remove(tgid);
+            let _ = status_get(tgid, true);
             return 0;
         }
     }
     let mut rec: ExitRecord = unsafe { core::mem::zeroed() };
     fill_header(&mut rec.hdr, kind::EXIT, core::mem::size_of::<ExitRecord>(), pid_tgid);
-    if let Some(status) = unsafe { EXIT_STATUS.get(tgid) } {
-        rec.status = *status;
+    if let Some(status) = status_get(tgid, true) {
+        rec.status = status;
         rec.has_status = 1;
-        let _ = EXIT_STATUS.remove(tgid);
     }
-    let _ = FATAL_SENT.remove(tgid);
+    // A lookup first: deleting a key that is not there (most exits) still
+    // takes the bucket's lock.
+    if unsafe { FATAL_SENT.get(tgid) }.is_some() {
+        let _ = FATAL_SENT.remove(tgid);
+    }
     emit_value(&ctx, kind::EXIT, &rec);
     0
 }

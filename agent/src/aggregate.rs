@@ -87,6 +87,9 @@ enum KeyParts<'a> {
     File(Option<&'a str>, &'static str, &'a str, Option<&'a str>, u32, i64),
     /// One key per (rule, process).
     Alert(&'a str, u32),
+    /// SDK events are never merged (each keeps the Id its sender was
+    /// given): one key per event.
+    Sdk(u128),
 }
 
 fn key_parts(ev: &Event) -> (Kind, KeyParts<'_>) {
@@ -104,6 +107,7 @@ fn key_parts(ev: &Event) -> (Kind, KeyParts<'_>) {
         Body::Privilege(p) => KeyParts::Privilege(exe, p.call, &p.args, user, p.result),
         Body::File(f) => KeyParts::File(exe, f.operation, &f.path, f.new_path.as_deref(), user, f.result),
         Body::Alert(a) => KeyParts::Alert(&a.rule, ev.pid),
+        Body::Sdk(s) => KeyParts::Sdk(s.event.id().as_u128()),
     };
     (ev.kind(), parts)
 }
@@ -228,7 +232,7 @@ impl Aggregator {
 
     pub fn push(&mut self, ev: &Event) -> Pushed {
         use std::hash::BuildHasher;
-        if matches!(ev.body, Body::Fork(_) | Body::Listen(_) | Body::Bind(_)) {
+        if matches!(ev.body, Body::Fork(_) | Body::Listen(_) | Body::Bind(_) | Body::Sdk(_)) {
             return Pushed::Unmapped;
         }
         let at = message::time_of(ev);
@@ -295,6 +299,11 @@ impl Aggregator {
                 Slot::Sent(_) => None,
             })
             .collect()
+    }
+
+    /// Gives back the room a burst of distinct keys took (after a flush).
+    pub fn shrink(&mut self) {
+        crate::memory::shrink_map(&mut self.open);
     }
 
     /// Aggregates waiting for the end of the interval.

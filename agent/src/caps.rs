@@ -27,6 +27,7 @@ use std::{
 
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
 pub const CAP_SETPCAP: u32 = 8;
+pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_SYS_PTRACE: u32 = 19;
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_PERFMON: u32 = 38;
@@ -258,6 +259,55 @@ static PLAN_BOUNDING: AtomicU64 = AtomicU64::new(0);
 static ACKS: AtomicUsize = AtomicUsize::new(0);
 static FAILURES: AtomicUsize = AtomicUsize::new(0);
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Capabilities [`drop_to`] keeps permitted but not effective: raised only
+/// as ambient capabilities of a child ([`with_ambient`]); CAP_NET_ADMIN for
+/// the firewall snapshot's `nft`.
+static PERMITTED_ONLY: AtomicU64 = AtomicU64::new(0);
+
+/// Asks the coming [`drop_to`] to keep `caps` permitted (never effective).
+pub fn keep_permitted_only(caps: u64) {
+    PERMITTED_ONLY.store(caps, Ordering::SeqCst);
+}
+
+/// Runs `f` (which spawns a child) with `cap` in the calling thread's
+/// inheritable and ambient sets, so the child gets it and the agent never
+/// has it effective; then lowers it again. Without `cap` permitted, `f` runs
+/// as is (the child then reports its own permission error).
+pub fn with_ambient<T>(cap: u32, f: impl FnOnce() -> T) -> T {
+    let bit = 1u64 << cap;
+    let Ok((eff, prm, inh)) = capget() else { return f() };
+    if prm & bit == 0 || eff & bit != 0 {
+        // Not ours to give, or held effective already (root without a drop:
+        // the child gets it anyway).
+        return f();
+    }
+    if capset(eff, prm, inh | bit) != 0 {
+        return f();
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+            cap as libc::c_ulong,
+            0,
+            0,
+        )
+    };
+    let r = f();
+    // SAFETY: as above.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_LOWER as libc::c_ulong,
+            cap as libc::c_ulong,
+            0,
+            0,
+        )
+    };
+    capset(eff, prm, inh);
+    r
+}
 
 /// Applies the plan to the calling thread: bounding set, ambient set, then
 /// permitted/effective/inheritable. Only raw system calls: async-signal-safe.
@@ -279,8 +329,9 @@ fn apply_plan_here() -> i32 {
     if unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) } != 0 {
         return errno();
     }
-    let permitted = (u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32)) & keep;
-    capset(permitted, permitted, 0)
+    let held = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
+    let permitted = held & (keep | PERMITTED_ONLY.load(Ordering::SeqCst));
+    capset(permitted & keep, permitted, 0)
 }
 
 extern "C" fn on_signal(_sig: libc::c_int) {
@@ -362,7 +413,11 @@ pub fn drop_to(keep: u64) -> Result<Report, String> {
     let me = gettid();
     let bounding_before = thread_caps(me).map(|c| c.bounding).unwrap_or(all);
     PLAN_KEEP.store(keep, Ordering::SeqCst);
-    PLAN_BOUNDING.store(if can_trim_bounding { bounding_before & all & !keep } else { 0 }, Ordering::SeqCst);
+    let also = PERMITTED_ONLY.load(Ordering::SeqCst);
+    PLAN_BOUNDING
+        .store(if can_trim_bounding { bounding_before & all & !(keep | also) } else { 0 }, Ordering::SeqCst);
+    // What a thread may still hold (PERMITTED_ONLY only permitted, as planned).
+    let keep = keep | also;
 
     // Every other thread first (the handler is installed once and stays: a
     // late signal only applies the same plan again).

@@ -20,7 +20,7 @@ pub struct CheckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// libpam to check (default: found with ldconfig).
+    /// libpam to check [default: found with ldconfig].
     #[arg(long)]
     pub libpam: Option<PathBuf>,
 }

@@ -9,6 +9,9 @@ use std::{
 
 use shrike_common::schema::{self as sm, ExtraDetails};
 
+pub mod firewall;
+pub mod hardware;
+
 /// Listening sockets from `/proc/net/{tcp,tcp6,udp,udp6}` under `proc_root`:
 /// TCP in LISTEN, UDP bound with no peer.
 pub fn listening_ports(proc_root: &Path) -> Vec<sm::ListeningPorts> {
@@ -172,8 +175,9 @@ pub fn system_information(proc_root: &Path) -> sm::SystemInformation {
     }
 }
 
-/// The three snapshot events (empty ones say so, `IsEmpty`).
-pub fn snapshot_events(proc_root: &Path) -> Vec<sm::Event> {
+/// The snapshot events (empty ones say so, `IsEmpty`); FirewallConfiguration
+/// when `firewall` is on and the rules could be read.
+pub fn snapshot_events(proc_root: &Path, firewall: bool) -> Vec<sm::Event> {
     let ports = listening_ports(proc_root);
     let users = local_users(
         &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
@@ -191,6 +195,10 @@ pub fn snapshot_events(proc_root: &Path) -> Vec<sm::Event> {
         sm::Event::new(sm::Payload::LocalUsers(users))
     });
     out.push(sm::Event::new(system_information(proc_root)));
+    out.push(hardware::snapshot(&hardware::devices(Path::new("/sys"))));
+    if firewall {
+        out.extend(firewall::snapshot());
+    }
     out
 }
 
@@ -229,7 +237,7 @@ mod tests {
 
     #[test]
     fn snapshot_events_validate() {
-        for ev in snapshot_events(Path::new("/proc")) {
+        for ev in snapshot_events(Path::new("/proc"), true) {
             ev.validate().unwrap();
         }
     }

@@ -80,12 +80,17 @@ pub struct FileConfig {
     pub keep_alive: Option<String>,
     pub spool_dir: Option<PathBuf>,
     pub spool_size: Option<u64>,
+    pub journal_size: Option<u64>,
+    pub journal_interval: Option<String>,
+    pub reconnect_max: Option<String>,
     pub high_interval: Option<String>,
     pub low_interval: Option<String>,
     pub aggregate_interval: Option<String>,
     pub max_message_size: Option<usize>,
     pub agent_id_file: Option<PathBuf>,
     pub snapshot_interval: Option<String>,
+    /// The FirewallConfiguration snapshot (nft / iptables-save) [default: true].
+    pub firewall_snapshot: Option<bool>,
     pub health_interval: Option<String>,
     /// "none" or "gzip" (generic brokers only: IoT Hub takes JSON).
     pub compression: Option<String>,
@@ -96,9 +101,35 @@ pub struct FileConfig {
     pub detect: Option<crate::detect::config::FileDetect>,
     /// "fold" or "report": failed PATH-search execs (`--exec-misses`).
     pub exec_misses: Option<crate::enrich::exec_misses::ExecMisses>,
+    /// Remote configuration: topic of the retained document on a generic
+    /// broker (`{client_id}` replaced), or "off" (the IoT Hub twin too).
+    pub remote_config: Option<String>,
+    /// Interval of the heartbeat event, or "off".
+    pub heartbeat_interval: Option<String>,
+    /// Prometheus metrics: HOST:PORT to serve /metrics on, or "off".
+    pub metrics: Option<String>,
+    /// The SDK socket (a path or "off") and its limits (`sdk/`).
+    pub sdk_socket: Option<String>,
+    pub sdk_rate: Option<u32>,
+    pub sdk_connection_rate: Option<u32>,
+    pub sdk_idle_timeout: Option<String>,
+    pub sdk_line_timeout: Option<String>,
+    pub sdk_max_connections: Option<usize>,
 }
 
 impl FileConfig {
+    /// The SDK socket's keys.
+    pub fn sdk(&self) -> crate::sdk::FileSdk {
+        crate::sdk::FileSdk {
+            sdk_socket: self.sdk_socket.clone(),
+            sdk_rate: self.sdk_rate,
+            sdk_connection_rate: self.sdk_connection_rate,
+            sdk_idle_timeout: self.sdk_idle_timeout.clone(),
+            sdk_line_timeout: self.sdk_line_timeout.clone(),
+            sdk_max_connections: self.sdk_max_connections,
+        }
+    }
+
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), e.to_string()))
@@ -155,12 +186,58 @@ pub fn parse_hub(s: &str) -> Result<Hub, ConfigError> {
 pub fn default_priority(kind: Kind) -> KindPriority {
     match kind {
         Kind::Login | Kind::Privilege | Kind::Alert => KindPriority::High,
+        // Other programs' events (custom kinds; `--priority NAME=...` per
+        // Name): what a program bothers to report is urgent unless said.
+        Kind::Sdk => KindPriority::High,
         Kind::Exec | Kind::Exit | Kind::Connect | Kind::Accept => KindPriority::Low,
         // File changes: batched and aggregated; what is urgent about them
         // is an alert (ssh-key-added...), which is high.
         Kind::File => KindPriority::Low,
         Kind::Fork | Kind::Listen | Kind::Bind => KindPriority::Off,
     }
+}
+
+/// What a `--priority` / `[priority]` key names: an event kind (`exec`), or
+/// the `Name` of events other programs report through the SDK (an Azure
+/// kind's, `Login`, or one of their own, `DoorOpened`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PriorityTarget {
+    Kind(Kind),
+    Name(String),
+}
+
+impl PriorityTarget {
+    pub fn parse(k: &str) -> Result<PriorityTarget, String> {
+        let k = k.trim();
+        if let Some(kind) = Kind::from_name(k) {
+            return Ok(PriorityTarget::Kind(kind));
+        }
+        let name_ok = shrike_common::schema::Kind::from_name(k)
+            .is_some_and(|n| n.family() == shrike_common::schema::Family::Azure)
+            || shrike_common::schema::check_custom_name(k).is_ok();
+        if name_ok {
+            Ok(PriorityTarget::Name(k.to_owned()))
+        } else {
+            let all: Vec<_> = Kind::EVENTS.iter().map(|k| k.name()).collect();
+            Err(format!(
+                "unknown event kind {k:?}: kinds are {}, or the Name of SDK events (starts with A-Z)",
+                all.join(", ")
+            ))
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            PriorityTarget::Kind(k) => k.name(),
+            PriorityTarget::Name(n) => n,
+        }
+    }
+}
+
+/// `--priority KIND|NAME=VALUE`.
+pub fn parse_priority_value(s: &str) -> Result<(PriorityTarget, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected KIND=VALUE or NAME=VALUE"))?;
+    Ok((PriorityTarget::parse(k)?, v.trim().to_owned()))
 }
 
 /// `KIND=VALUE` pairs from the command line.

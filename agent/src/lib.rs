@@ -9,13 +9,20 @@ pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod detect;
+pub mod diagnostic;
 pub mod enrich;
 pub mod events;
+pub mod journal;
+pub mod memory;
 pub mod message;
 pub mod output;
+pub mod ownfile;
 pub mod probes;
 pub mod publish;
 pub mod recommend;
+pub mod remote;
+pub mod sdk;
+pub mod secrets;
 pub mod telemetry;
 pub mod units;
 
@@ -94,19 +101,25 @@ pub const EXIT_CANNOT_RUN: i32 = 3;
 /// `shrike events`'s flags.
 #[derive(Debug, Clone, Args)]
 pub struct EventsArgs {
-    /// Event kinds to print, comma-separated (default: all):
-    /// exec, exit, fork, connect, accept, listen, bind, login, privilege, file, alert.
-    /// Detection still sees every kind its detectors need.
+    /// Event kinds to print, comma-separated [default: all]:
+    /// exec, exit, fork, connect, accept, listen, bind, login, privilege, file, alert,
+    /// sdk (with --sdk-socket). Detection still sees every kind its detectors need.
     #[arg(long, value_delimiter = ',', value_parser = Kind::parse)]
     pub kinds: Vec<Kind>,
     #[command(flatten)]
     pub probe: ProbeArgs,
     #[command(flatten)]
     pub detect: detect::DetectArgs,
+    /// Other programs' events: with --sdk-socket PATH they are printed as
+    /// `sdk` lines (off by default here, so `events` never takes the
+    /// running agent's socket).
+    #[command(flatten)]
+    pub sdk: sdk::SdkArgs,
     /// How often to log the kernel's lost-record counters when they grow.
-    #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = units::parse_interval)]
     pub stats_interval: std::time::Duration,
-    /// Stop after this many events (for scripts and tests).
+    /// Stop after this many events (for scripts and tests) [default: none:
+    /// until stopped].
     #[arg(long)]
     pub count: Option<u64>,
     /// The state folder: the learnt baseline is kept there [default:
@@ -141,7 +154,7 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
     // The kinds printed and the kinds detection looks at, printed or not.
     let mut attach: BTreeSet<Kind> = wanted.iter().copied().filter(|k| Kind::ALL.contains(k)).collect();
     attach.extend(detect.kinds());
-    let Kernel { probes, mut rx, stats, mut tasks } = start_kernel(
+    let Kernel { mut probes, mut rx, stats, mut tasks } = start_kernel(
         &args.probe,
         attach,
         args.probe.wake_kinds.iter().copied().collect(),
@@ -160,6 +173,10 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
         rules = sink.detect().stats.rules_loaded,
         "shrike ready: {attached} probes attached"
     );
+
+    let sdk_cfg = sdk::SdkConfig::resolve(&args.sdk, &sdk::FileSdk::default(), None)?;
+    let (sdk_tx, mut sdk_rx) = mpsc::channel(sdk::QUEUE);
+    let sdk_server = sdk::start_or_skip(&sdk_cfg, sdk_tx)?;
 
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
@@ -221,9 +238,22 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
             }
             _ = sigterm.recv() => break Ok(()),
             _ = sigint.recv() => break Ok(()),
+            Some(ev) = sdk_rx.recv(), if sdk_server.is_some() => {
+                if let Err(e) = sink.write_sdk(ev).and_then(|()| sink.flush()) {
+                    break if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.into()) };
+                }
+                if sink.written() >= limit {
+                    break Ok(());
+                }
+            }
         }
     };
 
+    // Detach first, then drain: with the programs still attached a busy
+    // machine never lets the readers go quiet, and the counters read below
+    // would count records still in the buffers (sent, yet neither written
+    // nor lost: a silent gap, seen under load in the burst test).
+    probes.detach();
     // Drain what the kernel already handed over, until the readers go quiet.
     if outcome.is_ok() && sink.written() < limit {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -251,8 +281,10 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
         detect: sink.detect().stats.clone(),
         kernel_sent: names_of(probes::read_counters(&probes.ebpf, shrike_common::names::SENT)),
         kernel_lost: names_of(probes::read_counters(&probes.ebpf, shrike_common::names::LOST)),
+        sdk: sdk_server.as_ref().map(|s| s.stats.counts()),
     };
-    tracing::info!(?summary, "shrike stopping");
+    drop(sdk_server);
+    tracing::info!("shrike stopping: {}", telemetry::fields(&summary));
     let _ = sink.write_summary(&summary);
     tasks.abort_all();
     outcome

@@ -10,6 +10,7 @@ fn main() {
         Command::Baseline(args) => shrike::detect::baseline::cli::run(&args),
         Command::Ioc(args) => shrike::detect::ioc::cli::run(&args),
         Command::Recommendations(args) => shrike::recommend::cli::run(&args),
+        Command::Send(args) => shrike::sdk::send::run(&args),
         Command::Events(args) => block_on(shrike::run_events(*args)),
         Command::Run(args) => block_on(shrike::daemon::run(*args)),
     };

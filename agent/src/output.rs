@@ -35,6 +35,9 @@ pub struct Summary {
     /// Per kind: records the kernel wrote to the transport, and could not.
     pub kernel_sent: std::collections::BTreeMap<&'static str, u64>,
     pub kernel_lost: std::collections::BTreeMap<&'static str, u64>,
+    /// The SDK socket's counters (with --sdk-socket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdk: Option<crate::sdk::SdkCounts>,
 }
 
 /// `shrike events`' pipeline: enrichment, detection, then the kinds asked
@@ -127,6 +130,12 @@ impl<W: Write> JsonLines<W> {
             self.write(&ev)?;
         }
         self.write_alerts()
+    }
+
+    /// An event another program reported through the SDK socket (its
+    /// header is the sender's): detection, then the line.
+    pub fn write_sdk(&mut self, ev: Event) -> std::io::Result<()> {
+        self.emit(ev)
     }
 
     /// Failed execs are held for a moment: the periodic call must run.

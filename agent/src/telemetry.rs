@@ -16,10 +16,15 @@ pub fn init(filter: &str) {
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     // tracing-subscriber's default init also routes the `log` crate (aya-log's
     // records) into tracing.
+    // Warnings and errors are also copied to `shrike run`'s Diagnostic
+    // events (crate::diagnostic; inert in other commands).
+    use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
+        .finish()
+        .with(crate::diagnostic::Layer)
         .try_init();
 }
 
@@ -28,6 +33,41 @@ pub fn init(filter: &str) {
 /// the log. The line carries `n`; the counters themselves stay exact.
 pub fn sampled(n: u64) -> bool {
     n <= 10 || n.is_power_of_two()
+}
+
+/// Counters as readable `key=value` fields for a log line (nested keys
+/// joined with `.`, zero and empty values left out): `received=120
+/// detect.alerts=2 kernel_lost.exec=3`, not a Rust Debug dump.
+pub fn fields(v: &impl serde::Serialize) -> String {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value;
+        let key = |k: &str| if prefix.is_empty() { k.to_owned() } else { format!("{prefix}.{k}") };
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    walk(&key(k), v, out);
+                }
+            }
+            Value::Null | Value::Bool(false) => {}
+            Value::Number(n) if n.as_f64() == Some(0.0) => {}
+            Value::String(s) if s.is_empty() => {}
+            Value::Array(a) if a.is_empty() => {}
+            Value::String(s) if s.contains([' ', '=', '"']) => out.push(format!("{prefix}={s:?}")),
+            Value::String(s) => out.push(format!("{prefix}={s}")),
+            Value::Array(a) => {
+                let items: Vec<String> =
+                    a.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned)).collect();
+                out.push(format!("{prefix}={}", items.join(",")));
+            }
+            other => out.push(format!("{prefix}={other}")),
+        }
+    }
+    let mut out = Vec::new();
+    match serde_json::to_value(v) {
+        Ok(v) => walk("", &v, &mut out),
+        Err(e) => out.push(format!("unprintable={e}")),
+    }
+    out.join(" ")
 }
 
 /// Forwards the eBPF programs' aya-log records into the log. The perf-array
@@ -54,5 +94,22 @@ mod tests {
     fn sampling_logs_the_first_ten_then_powers_of_two() {
         let logged: Vec<u64> = (1..=300).filter(|&n| super::sampled(n)).collect();
         assert_eq!(logged, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16, 32, 64, 128, 256]);
+    }
+
+    #[test]
+    fn counters_log_as_flat_fields() {
+        let v = serde_json::json!({
+            "kind": "stats",
+            "received": 120,
+            "perf_lost": 0,
+            "detect": {"alerts": 2, "rules_skipped": {"windows logsource": 3}},
+            "kernel_lost": {"exec": 3, "fork": 0},
+            "note": "two words",
+        });
+        assert_eq!(
+            super::fields(&v),
+            "detect.alerts=2 detect.rules_skipped.windows logsource=3 kernel_lost.exec=3 kind=stats \
+             note=\"two words\" received=120"
+        );
     }
 }

@@ -11,7 +11,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     if let Some(iso) = t.strip_prefix('P').or_else(|| t.strip_prefix('p')) {
-        return parse_iso(iso).ok_or_else(|| format!("invalid ISO 8601 duration {s:?}"));
+        let secs = parse_iso(iso).ok_or_else(|| format!("invalid ISO 8601 duration {s:?}"))?;
+        return in_range(secs, s);
     }
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -25,13 +26,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => value * 86400.0,
         other => return Err(format!("invalid duration unit {other:?} in {s:?}: use ms, s, m, h or d")),
     };
+    in_range(secs, s)
+}
+
+/// Seconds as a Duration, up to 1e10 s (317 years): `from_secs_f64` panics
+/// on what does not fit (a 400-digit number of seconds is infinite).
+fn in_range(secs: f64, s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || !(0.0..=1e10).contains(&secs) {
         return Err(format!("duration {s:?} out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn parse_iso(rest: &str) -> Option<Duration> {
+/// A duration that must be longer than zero: an interval a timer ticks at, a
+/// window or a budget (tokio's `interval` panics on zero, and a zero window
+/// or budget would silently do nothing).
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} is zero: an interval must be longer than 0"));
+    }
+    Ok(d)
+}
+
+fn parse_iso(rest: &str) -> Option<f64> {
     let mut secs = 0f64;
     let mut in_time = false;
     let mut num = String::new();
@@ -55,7 +73,7 @@ fn parse_iso(rest: &str) -> Option<Duration> {
             }
         }
     }
-    (any && num.is_empty()).then(|| Duration::from_secs_f64(secs))
+    (any && num.is_empty()).then_some(secs)
 }
 
 #[cfg(test)]
@@ -72,8 +90,22 @@ mod tests {
         assert_eq!(parse_duration("PT1H30M"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("P1DT1S"), Ok(Duration::from_secs(86401)));
         assert_eq!(parse_duration("PT0.5S"), Ok(Duration::from_millis(500)));
-        for bad in ["", "x", "10q", "PT", "P1H", "PT5", "-1s", "1e400s"] {
+        // The ISO form is bounded too (found by the units fuzz target: a
+        // 400-digit number of seconds made from_secs_f64 panic).
+        let huge = format!("PT{}S", "9".repeat(400));
+        for bad in ["", "x", "10q", "PT", "P1H", "PT5", "-1s", "1e400s", "pT018446744.5S07370955161m", &huge]
+        {
             assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn intervals_refuse_zero() {
+        assert_eq!(parse_interval("20ms"), Ok(Duration::from_millis(20)));
+        for zero in ["0", "0s", "0ms", "PT0S", "0.0000000001s"] {
+            let e = parse_interval(zero).expect_err(zero);
+            assert!(e.contains("longer than 0"), "{zero}: {e}");
         }
     }
 }

@@ -79,6 +79,7 @@ fn assert_valid(msg: &Value) {
     match family {
         Family::Azure => assert!(s.azure.is_valid(msg) && !s.own.is_valid(msg)),
         Family::Own => assert!(s.own.is_valid(msg) && !s.azure.is_valid(msg)),
+        Family::Custom => unreachable!("a Message holds Azure or own kinds"),
     }
 }
 
@@ -505,6 +506,13 @@ fn every_kind() -> Vec<Payload> {
             extra_details: x(&[]),
         }
         .into(),
+        Heartbeat {
+            uptime_seconds: 3600,
+            interval_seconds: 300,
+            configuration_sha256: Some("ab".repeat(32)),
+            extra_details: x(&[("AgentVersion", "0.1.0")]),
+        }
+        .into(),
     ]
 }
 
@@ -696,9 +704,99 @@ fn schema_files_cover_the_kinds() {
         let (listed, not_listed) = match kind.family() {
             Family::Azure => (&azure, &own),
             Family::Own => (&own, &azure),
+            Family::Custom => unreachable!("no kind is custom"),
         };
         assert!(listed.contains(&reference) && !not_listed.contains(&reference), "{file}");
     }
     let files = std::fs::read_dir(schema_dir().join("kinds")).unwrap().count();
     assert_eq!(files, Kind::ALL.len());
+}
+
+// ---- SDK lines: other programs' events --------------------------------------
+
+/// What the agent accepts on its SDK socket goes into messages that validate:
+/// Azure kinds under the Azure schema (with the sender in ExtraDetails),
+/// custom kinds under message-custom.schema.json (and the root), never the
+/// other family's; what the line parser rejects, the schema rejects too.
+#[test]
+fn sdk_events_validate() {
+    use shrike_common::sdk::{SdkEvent, parse_line};
+    let custom_v = validator("message-custom.schema.json");
+    let now = Utc.with_ymd_and_hms(2026, 12, 6, 7, 0, 0).unwrap();
+    // Azure kinds first: a custom event then cannot join their message.
+    let lines = [
+        json!({"Name": "ProcessCreate", "Payload": [{"Executable": "/bin/x", "ProcessId": 1, "ParentProcessId": 0,
+               "UserId": "0", "CommandLine": "x"}]}),
+        json!({"Name": "Login", "Payload": [{"ProcessId": 1, "UserName": "pi", "Operation": "app:login",
+               "Executable": "/usr/bin/app", "Result": "Fail", "RemoteAddress": "10.0.0.9"}]}),
+        json!({"Name": "DoorOpened", "Payload": [{"Door": "cabinet", "Forced": true, "Tries": 3, "Temp": -1.5}]}),
+        json!({"Name": "Firmware.Update-v2", "Category": "Periodic", "EventType": "Operational", "Payload": []}),
+    ];
+    let mut azure_b = MessageBuilder::new(agent_id(), "0.1.0");
+    let mut custom_b = MessageBuilder::new(agent_id(), "0.1.0");
+    for line in &lines {
+        let mut ev = parse_line(line.to_string().as_bytes(), now).unwrap_or_else(|e| panic!("{line}: {e}"));
+        ev.for_each_extra_details(|d| {
+            d.insert("SenderPid".into(), "4242".into());
+            d.insert("SenderExecutable".into(), "/usr/bin/app".into());
+        });
+        match &ev {
+            SdkEvent::Azure(e) => azure_b.push(e).unwrap(),
+            SdkEvent::Custom(c) => {
+                assert!(matches!(azure_b.push_custom(c), Err(PushError::FamilyMismatch { .. })));
+                custom_b.push_custom(c).unwrap();
+            }
+        }
+    }
+    let azure: Value = serde_json::from_slice(&azure_b.finish().unwrap()).unwrap();
+    assert_valid(&azure);
+    assert_eq!(azure["Events"][0]["Payload"][0]["ExtraDetails"]["SenderPid"], "4242");
+    let custom: Value = serde_json::from_slice(&custom_b.finish().unwrap()).unwrap();
+    let s = schemas();
+    let errors: Vec<String> =
+        s.any.iter_errors(&custom).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{custom:#}");
+    assert!(custom_v.is_valid(&custom) && !s.azure.is_valid(&custom) && !s.own.is_valid(&custom));
+    assert_eq!(custom["Events"][0]["Payload"][0]["Tries"], 3);
+    assert_eq!(custom["Events"][1]["IsEmpty"], true);
+
+    // What the parser refuses, the custom schema refuses too.
+    let good = custom["Events"][0].clone();
+    for (what, change) in [
+        ("lower-case name", json!({"Name": "doorOpened"})),
+        ("an Azure kind's name", json!({"Name": "ProcessCreate"})),
+        ("an own kind's name", json!({"Name": "Alert"})),
+        ("a nested value", json!({"Payload": [{"Door": {"x": 1}}]})),
+        ("a null value", json!({"Payload": [{"Door": null}]})),
+        ("a number in ExtraDetails", json!({"Payload": [{"ExtraDetails": {"k": 1}}]})),
+        ("an empty Triggered event", json!({"Payload": [], "IsEmpty": true})),
+    ] {
+        let mut ev = good.clone();
+        for (k, v) in change.as_object().unwrap() {
+            ev[k] = v.clone();
+        }
+        let mut msg = custom.clone();
+        msg["Events"] = json!([ev.clone()]);
+        assert!(!custom_v.is_valid(&msg), "{what}: the schema accepts {ev}");
+        let mut line = ev.as_object().unwrap().clone();
+        line.remove("IsEmpty");
+        let parsed = parse_line(Value::Object(line).to_string().as_bytes(), now);
+        assert!(!matches!(parsed, Ok(SdkEvent::Custom(_))), "{what}: the parser takes it as a custom kind");
+    }
+}
+
+/// The custom schema refuses every name Shrike knows (the parser does too:
+/// `check_custom_name`).
+#[test]
+fn the_custom_schema_lists_every_known_name() {
+    let custom = read_schema("event-custom.schema.json");
+    let taken = &custom["allOf"][1]["properties"]["Name"]["not"]["enum"];
+    for kind in Kind::ALL {
+        assert!(
+            taken.as_array().unwrap().contains(&json!(kind.name())),
+            "event-custom.schema.json does not refuse the Name {}",
+            kind.name()
+        );
+        assert!(check_custom_name(kind.name()).is_err());
+    }
 }

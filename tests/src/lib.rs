@@ -21,6 +21,8 @@ use std::{
 use anyhow::{Context, bail};
 pub use serde_json::{Value, json};
 
+pub mod broker;
+
 /// Default bound of every wait for an event.
 pub const WAIT: Duration = Duration::from_secs(10);
 

@@ -130,3 +130,149 @@ fn watched_changes_are_reported_and_alerted_and_tmp_is_not() {
     assert_eq!(stats.lost("file"), 0);
     drop(keyed);
 }
+
+/// `openat(dirfd, NAME, O_WRONLY|O_CREAT)`, its fd closed at once; panics
+/// on failure.
+fn create_at(dirfd: i32, name: &str) {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a valid NUL-terminated name; the fd returned is ours to close.
+    let fd =
+        unsafe { libc::openat(dirfd, c.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC, 0o600) };
+    assert!(fd >= 0, "openat({dirfd}, {name}): {}", std::io::Error::last_os_error());
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+}
+
+/// `openat(dirfd, path, flags)`; panics on failure.
+fn open_at(dirfd: i32, path: &str, flags: i32) -> i32 {
+    let c = std::ffi::CString::new(path).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    let fd = unsafe { libc::openat(dirfd, c.as_ptr(), flags | libc::O_CLOEXEC) };
+    assert!(fd >= 0, "openat({dirfd}, {path}): {}", std::io::Error::last_os_error());
+    fd
+}
+
+fn close(fd: i32) {
+    // SAFETY: closing an fd this test opened.
+    unsafe { libc::close(fd) };
+}
+
+/// The kernel's directory-fd cache drops paths relative to a directory fd
+/// that holds nothing watched, but never one that reaches a watched file:
+/// through the cwd, a dirfd of /etc, an fd number reused after close or
+/// replaced by dup2, a `..` out of a marked directory, a symlink opened
+/// without O_NOFOLLOW. Each write into /etc is reported with its absolute
+/// path; the writes into the marked /tmp folder are not.
+#[test]
+fn writes_through_directory_fds_are_reported() {
+    if !shrike_tests::require_root() {
+        return;
+    }
+    let names = ["cwd", "a", "b", "c", "d", "e"].map(|n| format!("shrike-dirfd-{n}"));
+    let _cleanup = Cleanup(names.iter().map(|n| PathBuf::from("/etc").join(n)).collect());
+    let tmp = std::env::temp_dir().join(format!("shrike-dirfd-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("sub")).unwrap();
+    std::os::unix::fs::symlink("/etc", tmp.join("link")).unwrap();
+    let tmp_s = tmp.to_str().unwrap().to_owned();
+    let agent = Agent::start(&["--kinds", "file"]);
+    assert!(
+        !agent.log().iter().any(|l| l.contains("hook that ends a directory fd")),
+        "the directory-fd cache is off: {:?}",
+        agent.log()
+    );
+    let me = std::process::id();
+    let created = |name: &str| {
+        let path = format!("/etc/{name}");
+        agent.wait_for(&path, |e| is_file(e, "create", &path))
+    };
+    let dir_flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+
+    // `cd /etc && echo x > NAME`: relative to the cwd.
+    // (The shell stays a moment: the agent reads its cwd in /proc.)
+    sh(&format!("cd /etc && echo x > {} && sleep 0.5", names[0]));
+    created(&names[0]);
+
+    // openat(dirfd of /etc, NAME).
+    let etc = open_at(libc::AT_FDCWD, "/etc", libc::O_RDONLY | libc::O_DIRECTORY);
+    create_at(etc, &names[1]);
+    let e = created(&names[1]);
+    assert_eq!(e["pid"], me, "{e}");
+    assert_eq!(e["resolved_from"], "dirfd", "{e}");
+    close(etc);
+
+    // A marked /tmp fd: its files are not reported. Closed, its number is
+    // reused for /etc (opened without O_DIRECTORY: no mark is made).
+    let t = open_at(libc::AT_FDCWD, &tmp_s, dir_flags);
+    create_at(t, "in-tmp-1");
+    close(t);
+    let reused = open_at(libc::AT_FDCWD, "/etc", libc::O_RDONLY);
+    assert_eq!(reused, t, "the lowest free fd is the closed one");
+    create_at(reused, &names[2]);
+    created(&names[2]);
+
+    // dup2 of /etc onto a marked fd.
+    let t = open_at(libc::AT_FDCWD, &tmp_s, dir_flags);
+    create_at(t, "in-tmp-2");
+    // SAFETY: both fds are ours; dup2 closes t and makes it /etc.
+    assert_eq!(unsafe { libc::dup2(reused, t) }, t);
+    create_at(t, &names[3]);
+    created(&names[3]);
+    close(t);
+    close(reused);
+
+    // `..` out of a marked folder (and one name from it, inherited).
+    let t = open_at(libc::AT_FDCWD, &tmp_s, dir_flags);
+    let sub = open_at(t, "sub", dir_flags);
+    create_at(sub, "in-tmp-3");
+    create_at(sub, &format!("../../../etc/{}", names[4]));
+    created(&names[4]);
+    close(sub);
+
+    // A symlink to /etc opened from a marked folder without O_NOFOLLOW.
+    let link = open_at(t, "link", libc::O_RDONLY | libc::O_DIRECTORY);
+    create_at(link, &names[5]);
+    created(&names[5]);
+    close(link);
+    close(t);
+
+    std::thread::sleep(Duration::from_millis(500));
+    let in_tmp: Vec<Value> =
+        agent.matching(|e| e["kind"] == "file" && e["path"].as_str().is_some_and(|p| p.starts_with(&tmp_s)));
+    assert!(in_tmp.is_empty(), "writes under {tmp_s} reported: {in_tmp:?}");
+    let stats = agent.stop();
+    assert_eq!(stats.lost("file"), 0);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// `rm -rf` of a /tmp tree (unlinkat relative to directory fds, one a file)
+/// stays in the kernel: the records it sends are a small fraction of its
+/// unlinks, and none is lost. Before the directory-fd cache each unlink was
+/// a record for the agent to resolve.
+#[test]
+fn rm_rf_of_a_tmp_tree_stays_in_the_kernel() {
+    if !shrike_tests::require_root() {
+        return;
+    }
+    const DIRS: usize = 40;
+    const FILES: usize = 100;
+    let tree = std::env::temp_dir().join(format!("shrike-rmrf-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tree);
+    for d in 0..DIRS {
+        let dir = tree.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..FILES {
+            std::fs::write(dir.join(format!("f{f}")), b"x").unwrap();
+        }
+    }
+    let agent = Agent::start(&["--kinds", "file"]);
+    let st = Command::new("rm").arg("-rf").arg(&tree).status().expect("rm");
+    assert!(st.success() && !tree.exists(), "rm -rf failed: {st}");
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = agent.stop();
+    let unlinks = (DIRS * FILES + DIRS + 1) as u64;
+    let sent = stats.sent("file");
+    eprintln!("[file] rm -rf of {unlinks} entries: {sent} file records sent by the kernel (all activity)");
+    assert!(sent < unlinks / 10, "{sent} file records for {unlinks} unlinks in /tmp");
+    assert_eq!(stats.lost("file"), 0);
+}

@@ -240,3 +240,90 @@ fn log_colours_only_on_a_terminal() {
     let no_color = run(true, Some("1"));
     assert!(!no_color.contains("\x1b["), "colour codes on a terminal with NO_COLOR=1:\n{no_color:?}");
 }
+
+/// FileChange payload items of `path` (any topic).
+fn file_changes(msgs: &[Received], path: &str) -> Vec<Value> {
+    let (events, _) = unique_events(msgs);
+    events
+        .iter()
+        .filter(|e| e["Name"] == "FileChange")
+        .filter_map(|e| e["Payload"].as_array())
+        .flatten()
+        .filter(|p| p["Path"] == path)
+        .cloned()
+        .collect()
+}
+
+/// Waits (10 s at most) for a FileChange of `p`.
+fn arrives(sub: &Subscriber, agent: &RunAgent, p: &str) {
+    let ok = sub.wait_until(Duration::from_secs(10), |m| !file_changes(m, p).is_empty());
+    assert!(ok, "no FileChange of {p}; agent log:\n{}", agent.log().join("\n"));
+}
+
+/// `[detect] watch` changed by SIGHUP: the kernel's prefixes are rewritten
+/// while the probes stay. A write in the newly watched folder is reported,
+/// one in the folder no longer watched is not, and a directory fd the
+/// kernel had marked as holding nothing watched (opened before the reload)
+/// no longer hides writes through it.
+#[test]
+fn sighup_applies_watch_changes() {
+    if !require_root() {
+        return;
+    }
+    let dir = TempDir::new("reload-watch");
+    let (a, b) = (dir.path().join("watched-a"), dir.path().join("watched-b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let broker = Broker::start(dir.path(), "", &[]);
+    let sub = Subscriber::start(broker.port, "shrike/#");
+    let cfg = dir.path().join("shrike.toml");
+    let hub = format!("mqtt://127.0.0.1:{}", broker.port);
+    let body = |watched: &Path| {
+        format!(
+            "spool_dir = \"{}\"\nhigh_interval = \"200ms\"\n[priority]\nfile = \"high\"\n\
+             [aggregation]\nfile = \"off\"\n[detect]\nwatch = [\"{}\"]\n",
+            dir.path().join("spool").display(),
+            watched.display()
+        )
+    };
+    write_config(&cfg, dir.path(), &hub, &body(&a));
+    let mut agent = RunAgent::start(&["--config".into(), cfg.display().to_string()]);
+    let path = |d: &Path, n: &str| d.join(n).display().to_string();
+
+    std::fs::write(path(&a, "f1"), "1").unwrap();
+    std::fs::write(path(&b, "f1"), "1").unwrap();
+    arrives(&sub, &agent, &path(&a, "f1"));
+    // B holds nothing watched: the kernel marks this fd of it.
+    let bdir = std::ffi::CString::new(b.display().to_string()).unwrap();
+    // SAFETY: a valid path; the fd is closed below.
+    let bfd = unsafe { libc::open(bdir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW) };
+    assert!(bfd >= 0, "open {}: {}", b.display(), std::io::Error::last_os_error());
+
+    write_config(&cfg, dir.path(), &hub, &body(&b));
+    let line = reload_and_wait(&mut agent, 1, "configuration reloaded");
+    eprintln!("[reload] {line}");
+    assert!(line.contains("watch ["), "no watch change in {line}");
+    std::fs::write(path(&b, "f2"), "2").unwrap();
+    std::fs::write(path(&a, "f2"), "2").unwrap();
+    let name = std::ffi::CString::new("f3").unwrap();
+    // SAFETY: bfd is open, the name valid; the new fd is closed at once.
+    let fd = unsafe { libc::openat(bfd, name.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o600) };
+    assert!(fd >= 0, "openat f3: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    arrives(&sub, &agent, &path(&b, "f2"));
+    // (The agent resolves the dirfd in /proc: it stays open until then.)
+    arrives(&sub, &agent, &path(&b, "f3"));
+    // SAFETY: bfd is ours.
+    unsafe { libc::close(bfd) };
+    // A marker write in B after the unwatched ones: once it is here, they
+    // would have been too.
+    std::fs::write(path(&b, "last"), "x").unwrap();
+    arrives(&sub, &agent, &path(&b, "last"));
+    let msgs = sub.messages();
+    for p in [path(&b, "f1"), path(&a, "f2")] {
+        assert!(file_changes(&msgs, &p).is_empty(), "{p} is not watched, yet reported");
+    }
+    let log = agent.stop();
+    assert!(!log.iter().any(|l| l.contains("ERROR")), "errors: {log:#?}");
+}

@@ -155,6 +155,9 @@ pub fn deb(target: Option<&str>, bin: Option<PathBuf>) -> anyhow::Result<PathBuf
     put(&stage, "etc/shrike/shrike.toml", config.as_bytes(), 0o644)?;
     let unit = fs::read_to_string(deploy.join(SERVICE)).context("deploy/shrike.service")?;
     put(&stage, &format!("lib/systemd/system/{SERVICE}"), unit.as_bytes(), 0o644)?;
+    // /run/shrike, the SDK socket's folder (setgid group shrike).
+    let tmpfiles = fs::read_to_string(deploy.join("shrike.tmpfiles")).context("deploy/shrike.tmpfiles")?;
+    put(&stage, "usr/lib/tmpfiles.d/shrike.conf", tmpfiles.as_bytes(), 0o644)?;
     let man = man_page(&bin, &triple)?;
     put(&stage, "usr/share/man/man1/shrike.1.gz", &gzip(man.as_bytes())?, 0o644)?;
     put(&stage, "usr/share/doc/shrike/copyright", copyright().as_bytes(), 0o644)?;
@@ -425,6 +428,17 @@ if [ "$1" = "configure" ]; then
 	mkdir -p /var/lib/shrike
 	chown root:root /var/lib/shrike
 	chmod 0700 /var/lib/shrike
+	# Group shrike: its members may report events through the SDK socket
+	# (/run/shrike/sdk.sock, mode 0660). Kept on purge, like any system group.
+	if ! getent group shrike >/dev/null; then
+		groupadd --system shrike
+	fi
+	# /run/shrike now (at boot, systemd-tmpfiles makes it).
+	if command -v systemd-tmpfiles >/dev/null 2>&1; then
+		systemd-tmpfiles --create /usr/lib/tmpfiles.d/shrike.conf >/dev/null || true
+	else
+		mkdir -p /run/shrike && chgrp shrike /run/shrike && chmod 2750 /run/shrike
+	fi
 fi
 
 if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-deconfigure" ] || [ "$1" = "abort-remove" ] ; then

@@ -6,6 +6,9 @@
 //! - `cargo xtask lint`: rustfmt check and clippy (-D warnings), kernel crate included.
 //! - `cargo xtask build [--release | --profile P] [--target T]`: build the agent (and its embedded eBPF objects).
 //! - `cargo xtask deb [--target T]`: the Debian package, in target/debian/.
+//! - `cargo xtask fuzz [--seconds N] [TARGET...]`: build the fuzz targets
+//!   (fuzz/) with libFuzzer's instrumentation and run each for N seconds.
+//! - `cargo xtask vm-test [--kernel NAME...] [--all]`: the kernel matrix under qemu.
 
 use std::{
     path::{Path, PathBuf},
@@ -15,11 +18,17 @@ use std::{
 mod bench;
 mod ioc_bench;
 mod sigma_bench;
+mod soak;
+mod spool_bench;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 mod deb;
+mod fuzz;
+mod testsum;
+mod vm;
+mod workspace_bench;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -77,9 +86,23 @@ enum Task {
     /// rustfmt --check and clippy -D warnings on every crate, the kernel crate
     /// built for bpfel-unknown-none with the nightly toolchain.
     Lint,
+    /// Fuzzing: builds the targets in fuzz/ (nightly, libFuzzer, the flags
+    /// cargo-fuzz uses) and runs each for a while on its seed corpus.
+    Fuzz(fuzz::FuzzArgs),
     /// Benchmarks: Shrike side by side with no agent, auditd, bpftrace and
     /// execsnoop on exec/connect/login/mixed workloads (as root).
     Bench(bench::BenchArgs),
+    /// The fault-soak suite: the release agent against a real mosquitto under
+    /// faults (broker killed and away, agent SIGKILLed, spool file system
+    /// full, corrupt spool, SIGHUP storm, hostile processes, slow and
+    /// refusing broker); a table of generated, delivered, duplicated and lost
+    /// events per scenario (as root; RELIABILITY.md).
+    Soak(soak::SoakArgs),
+    /// The kernel matrix: Debian kernels booted under qemu (TCG) with a
+    /// busybox initramfs, the static agent and the probe workloads, plus
+    /// this machine's kernel natively; a pass/skip/fail table per kernel,
+    /// transport and probe kind, written to target/vm/results.md (as root).
+    VmTest(vm::VmArgs),
 }
 
 fn root() -> PathBuf {
@@ -118,6 +141,15 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/sshpass", "sshpass"),
     ("/usr/sbin/mosquitto", "mosquitto"),
     ("/usr/bin/mosquitto_sub", "mosquitto-clients"),
+    // The SDK's C example (tests/tests/sdk.rs).
+    ("/usr/bin/gcc", "gcc"),
+    // FirewallConfiguration from real rules (tests/tests/firewall.rs).
+    ("/usr/sbin/nft", "nftables"),
+    ("/usr/sbin/iptables-save", "iptables"),
+    // The workspace: a throwaway PostgreSQL cluster and the pages in a real
+    // browser (tests/tests/workspace*.rs).
+    ("/usr/lib/postgresql/15/bin/initdb", "postgresql-15"),
+    ("/usr/bin/chromium", "chromium"),
 ];
 
 /// What the deployment tests (tests/tests/deploy.rs) build and run with:
@@ -155,24 +187,60 @@ fn install_test_packages(deploy: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
+    apt_install(&missing)
+}
+
+/// `apt-get update` then `apt-get install` of `packages`, without questions.
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     let mut update = Command::new("apt-get");
     update.args(["update", "-qq"]);
     run(update)?;
     let mut install = Command::new("apt-get");
-    install.args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing);
+    install.args(["install", "-y", "-qq", "--no-install-recommends"]).args(packages);
     install.env("DEBIAN_FRONTEND", "noninteractive");
     run(install)
+}
+
+/// The eBPF build's nightly components (rust-src for `-Z build-std`,
+/// llvm-tools for the linker): added here, once, with a message, when
+/// missing. The agent's build script adds them too for a plain `cargo
+/// build`, but quietly: cargo replays a build script's warnings at every
+/// later build that does not rerun it, so a `cargo:warning` there would say
+/// "installing" long after they were installed.
+fn ensure_nightly_components() -> anyhow::Result<()> {
+    let out = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .output()
+        .context("rustup is needed (the eBPF build uses the nightly toolchain)")?;
+    if !out.status.success() {
+        bail!(
+            "the nightly toolchain is needed: rustup toolchain install nightly --component rust-src,llvm-tools"
+        );
+    }
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let have_src = sysroot.join("lib/rustlib/src/rust/library/core").is_dir();
+    let have_llvm = sysroot.join("lib/rustlib").join(host).join("bin/opt").is_file();
+    if have_src && have_llvm {
+        return Ok(());
+    }
+    eprintln!("xtask: installing nightly's rust-src and llvm-tools (the eBPF build needs them)");
+    let mut add = Command::new("rustup");
+    add.args(["component", "add", "rust-src", "llvm-tools", "--toolchain", "nightly"]);
+    run(add)
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Build { release, profile, target } => {
+            ensure_nightly_components()?;
             let profile = profile.unwrap_or_else(|| if release { "release" } else { "dev" }.to_owned());
             let bin = deb::build(&profile, target.as_deref())?;
             deb::report_size(&bin, &profile)
         }
         Task::Deb { target, bin } => deb::deb(target.as_deref(), bin).map(drop),
         Task::Run { release, args } => {
+            ensure_nightly_components()?;
             let mut c = cargo();
             c.args(["build", "--package", "shrike"]);
             if release {
@@ -194,30 +262,52 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { quick, args } => {
             install_test_packages(!quick)?;
+            ensure_nightly_components()?;
             let mut unit = cargo();
             // The kernel crate only builds for its BPF target (`lint` checks it there).
             unit.args(["test", "--workspace", "--exclude", "shrike-tests", "--exclude", "shrike-ebpf"])
                 .args(["--all-features", "--"])
                 .args(&args);
-            run(unit)?;
+            let (status, unit) = testsum::run("unit tests", unit)?;
+            if !status.success() {
+                let it = testsum::Phase {
+                    name: "integration tests".into(),
+                    not_run: Some("the unit tests failed".into()),
+                    ..Default::default()
+                };
+                testsum::print(&[unit, it]);
+                bail!("unit tests failed: {status}");
+            }
             if !is_root() {
                 eprintln!("xtask: the integration tests need root; running them with sudo");
             }
             // SAFETY: single-threaded here; the child cargo inherits it.
             unsafe { std::env::set_var("SHRIKE_HEAVY_TESTS", if quick { "0" } else { "1" }) };
             let mut it = cargo();
-            it.args(["test", "--package", "shrike-tests", "--", "--test-threads=1", "--nocapture"])
+            // Every test binary runs even when one fails: the summary then
+            // lists all failures, not the first binary's.
+            it.args(["test", "--no-fail-fast", "--package", "shrike-tests", "--"])
+                .args(["--test-threads=1", "--nocapture"])
                 .args(&args);
             if !is_root() {
                 let mut s = Command::new("sudo");
                 s.arg("-E").arg(it.get_program()).args(it.get_args()).current_dir(root());
                 it = s;
             }
-            run(it)
+            let (status, it) = testsum::run("integration tests", it)?;
+            testsum::print(&[unit, it]);
+            if !status.success() {
+                bail!("integration tests failed: {status}");
+            }
+            Ok(())
         }
         Task::Lint => {
             let mut fmt = cargo();
             fmt.args(["fmt", "--all", "--check"]);
+            run(fmt)?;
+            // The fuzz targets: a workspace of their own (nightly to build).
+            let mut fmt = cargo();
+            fmt.args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--all", "--check"]);
             run(fmt)?;
             let mut clippy = cargo();
             clippy
@@ -250,6 +340,9 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Task::Fuzz(args) => fuzz::run(&args, &root()),
         Task::Bench(args) => bench::run(args, &root()),
+        Task::Soak(args) => soak::run(args, &root()),
+        Task::VmTest(args) => vm::run_vm(&args, &root()),
     }
 }

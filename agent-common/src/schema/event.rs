@@ -26,6 +26,8 @@ pub enum EventError {
     EmptyTriggered(Kind),
     /// A Login item needs `UserId` or `UserName`.
     LoginWithoutUser,
+    /// A Triggered custom-kind event (named) must carry a payload item.
+    EmptyCustomTriggered(String),
 }
 
 impl std::fmt::Display for EventError {
@@ -35,6 +37,9 @@ impl std::fmt::Display for EventError {
                 write!(f, "a {} event is Triggered and must carry at least one payload item", kind.name())
             }
             EventError::LoginWithoutUser => f.write_str("a Login payload item needs UserId or UserName"),
+            EventError::EmptyCustomTriggered(name) => {
+                write!(f, "a {name} event is Triggered and must carry at least one payload item")
+            }
         }
     }
 }

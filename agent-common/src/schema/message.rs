@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _, ser::SerializeStruct};
 
-use super::{Event, EventError, Family, Kind, MESSAGE_SCHEMA_VERSION, Uuid, event::parse_guid};
+use super::{CustomEvent, Event, EventError, Family, Kind, MESSAGE_SCHEMA_VERSION, Uuid, event::parse_guid};
 
 /// A security message: one or more events of one [`Family`].
 ///
@@ -203,6 +203,9 @@ pub enum PushError {
     Full { size: usize, max: usize },
     /// Even alone in a message, the event would make it `size` bytes, over `max`.
     TooLarge { size: usize, max: usize },
+    /// A custom-kind event and a message of Azure or own kinds
+    /// ([`MessageBuilder::push_custom`]).
+    FamilyMismatch { message: Family, event: Family },
 }
 
 impl std::fmt::Display for PushError {
@@ -220,6 +223,9 @@ impl std::fmt::Display for PushError {
             }
             PushError::TooLarge { size, max } => {
                 write!(f, "event too large: a message with it alone is {size} bytes, limit {max}")
+            }
+            PushError::FamilyMismatch { message, event } => {
+                write!(f, "an event of the {event:?} family cannot join a message of {message:?} kinds")
             }
         }
     }
@@ -274,6 +280,28 @@ impl MessageBuilder {
         }
         self.scratch.clear();
         serde_json::to_writer(&mut self.scratch, event).expect("writing to a Vec cannot fail");
+        self.append(event.family())
+    }
+
+    /// Adds an event of a custom kind (SDK senders' own kinds): messages of
+    /// custom kinds hold nothing else.
+    pub fn push_custom(&mut self, event: &CustomEvent) -> Result<(), PushError> {
+        if event.category == super::Category::Triggered && event.is_empty() {
+            return Err(PushError::Invalid(EventError::EmptyCustomTriggered(event.name.clone())));
+        }
+        match self.family {
+            Some(family) if family != Family::Custom => {
+                return Err(PushError::FamilyMismatch { message: family, event: Family::Custom });
+            }
+            _ => {}
+        }
+        self.scratch.clear();
+        serde_json::to_writer(&mut self.scratch, event).expect("writing to a Vec cannot fail");
+        self.append(Family::Custom)
+    }
+
+    /// The event in `scratch` into the message, if it fits.
+    fn append(&mut self, family: Family) -> Result<(), PushError> {
         let sep = usize::from(self.events > 0);
         let size = self.buf.len() + sep + self.scratch.len() + 2;
         if size > self.max_bytes {
@@ -288,7 +316,7 @@ impl MessageBuilder {
         }
         self.buf.extend_from_slice(&self.scratch);
         self.events += 1;
-        self.family = Some(event.family());
+        self.family = Some(family);
         Ok(())
     }
 

@@ -56,6 +56,7 @@
 //! (see [`Merge`]).
 
 mod aggregate;
+mod custom;
 mod event;
 mod message;
 mod payload;
@@ -66,6 +67,7 @@ pub use aggregate::{
     Aggregate, AggregateError, END_TIME_LOCAL, END_TIME_UTC, HIT_COUNT, MERGED_FIELDS, Merge,
     START_TIME_LOCAL, START_TIME_UTC,
 };
+pub use custom::{CustomEvent, CustomItem, MAX_FIELD_NAME_LEN, MAX_NAME_LEN, Scalar, check_custom_name};
 pub use event::{Event, EventError, format_local, format_utc};
 pub use message::{Message, MessageBuilder, MessageError, PushError};
 pub use payload::*;
@@ -108,6 +110,9 @@ pub enum Family {
     /// Shrike's own kinds ([`PrivilegeChange`], [`FileChange`], [`Alert`]): same envelope, not
     /// known to Azure.
     Own,
+    /// Kinds of other programs, reported through the SDK under names of
+    /// their own ([`CustomEvent`]): known to neither Azure nor Shrike.
+    Custom,
 }
 
 /// A type of payload item: one per [`Kind`].
@@ -201,6 +206,30 @@ macro_rules! kinds {
                     $(Kind::$kind => serde_json::from_value(items).map(Payload::$kind),)*
                 }
             }
+
+            /// Like `from_json`, the error naming where it is
+            /// (`[0].ProcessId: invalid type...`): the SDK's replies.
+            pub(crate) fn from_json_at(kind: Kind, items: serde_json::Value, prefix: &str) -> Result<Payload, String> {
+                let at = |e: serde_path_to_error::Error<serde_json::Error>| {
+                    let path = e.path().to_string();
+                    let inner = e.into_inner();
+                    match path.as_str() {
+                        "." => format!("{prefix}: {inner}"),
+                        p if p.starts_with('[') => format!("{prefix}{p}: {inner}"),
+                        p => format!("{prefix}.{p}: {inner}"),
+                    }
+                };
+                match kind {
+                    $(Kind::$kind => serde_path_to_error::deserialize(items).map(Payload::$kind).map_err(at),)*
+                }
+            }
+
+            /// Calls `f` with each item's `ExtraDetails`.
+            pub fn for_each_extra_details(&mut self, mut f: impl FnMut(&mut ExtraDetails)) {
+                match self {
+                    $(Payload::$kind(items) => items.iter_mut().for_each(|i| f(&mut i.extra_details)),)*
+                }
+            }
         }
 
         impl Serialize for Payload {
@@ -258,6 +287,7 @@ kinds! {
     PrivilegeChange => Triggered, Security, Own;
     FileChange => Triggered, Security, Own;
     Alert => Triggered, Security, Own;
+    Heartbeat => Periodic, Operational, Own;
 }
 
 impl Payload {

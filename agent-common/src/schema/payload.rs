@@ -414,6 +414,25 @@ payload_items! {
         #[serde(rename = "ExtraDetails", default, skip_serializing_if = "ExtraDetails::is_empty")]
         pub extra_details: ExtraDetails,
     }
+
+    /// `Heartbeat` (Periodic, Operational) — **own kind**: the agent is
+    /// alive, sent every heartbeat interval at high priority whether or not
+    /// anything happened, so the hub tells a silent device (gone, cut off)
+    /// from a quiet one.
+    pub struct Heartbeat {
+        /// Seconds since the agent started.
+        #[serde(rename = "UptimeSeconds")]
+        pub uptime_seconds: u64,
+        /// The next heartbeat is due this many seconds later: a hub may call
+        /// the device silent after two intervals without one.
+        #[serde(rename = "IntervalSeconds")]
+        pub interval_seconds: u64,
+        /// SHA-256 of the remote configuration document applied, if any.
+        #[serde(rename = "ConfigurationSha256", default, skip_serializing_if = "Option::is_none")]
+        pub configuration_sha256: Option<String>,
+        #[serde(rename = "ExtraDetails", default, skip_serializing_if = "ExtraDetails::is_empty")]
+        pub extra_details: ExtraDetails,
+    }
 }
 
 impl LocalUsers {

@@ -97,12 +97,14 @@ fn optional_fields_and_empty_extra_details_are_left_out() {
 
 #[test]
 fn names_categories_and_families() {
-    assert_eq!(Kind::ALL.len(), 17);
+    assert_eq!(Kind::ALL.len(), 18);
     for kind in Kind::ALL {
         assert_eq!(Kind::from_name(kind.name()), Some(*kind));
     }
     let own: Vec<_> = Kind::ALL.iter().filter(|k| k.family() == Family::Own).map(|k| k.name()).collect();
-    assert_eq!(own, ["PrivilegeChange", "FileChange", "Alert"]);
+    assert_eq!(own, ["PrivilegeChange", "FileChange", "Alert", "Heartbeat"]);
+    assert_eq!(Kind::Heartbeat.category(), Category::Periodic);
+    assert_eq!(Kind::Heartbeat.event_type(), EventType::Operational);
     assert_eq!(Kind::ConfigurationError.category(), Category::Triggered);
     assert_eq!(Kind::ConfigurationError.event_type(), EventType::Operational);
     assert_eq!(Kind::Diagnostic.event_type(), EventType::Diagnostic);

@@ -10,9 +10,12 @@
 
 mod batches;
 mod health;
+mod journal;
+mod metrics;
 mod pipeline;
 mod publisher;
 mod reload;
+mod remote;
 mod settings;
 mod timers;
 
@@ -38,7 +41,8 @@ use crate::{
 };
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let settings = RunSettings::resolve(&args)?;
+    // The last applied remote configuration over the file (offline boots too).
+    let (settings, mut remote) = remote::RemoteState::start(&args)?;
     let collected = settings.collected()?;
     // Rules are read and compiled before anything starts: a bad one exits 2.
     let detect = Detect::new(&settings.detect)?;
@@ -56,14 +60,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
-    let id = agent_id(&settings.agent_id_file);
+    let id = agent_id(&settings.agent_id_file, settings.store_agent_id);
     let sink = match PublisherSetup::of(&settings) {
         None => Sink::DryRun(std::io::stdout()),
         Some(setup) => Sink::Mqtt(setup.start()?),
     };
+    // Other programs' events (the SDK socket) come into the loop below.
+    let (sdk_tx, mut sdk_rx) = tokio::sync::mpsc::channel(crate::sdk::QUEUE);
+    let sdk = crate::sdk::start_or_skip(&settings.sdk, sdk_tx)?;
 
     let wake_kinds =
         collected.iter().copied().filter(|k| settings.priority[k] == KindPriority::High).collect();
+    // Bound before `shrike ready`: a taken port is an error at start.
+    let mut scrapes = match settings.metrics {
+        Some(addr) => Some(
+            metrics::serve(addr).await.map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let crate::Kernel { mut probes, mut rx, stats, mut tasks } =
         crate::start_kernel(&args.probe, attach.clone(), wake_kinds, &settings.detect.watch)?;
     let attached = probes.status.iter().filter(|s| s.attached).count();
@@ -76,11 +90,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         dry_run = settings.dry_run,
         "shrike ready: {attached} probes attached"
     );
+    if settings.firewall_snapshot {
+        // `nft` gets it as an ambient capability (collect/firewall.rs).
+        crate::caps::keep_permitted_only(1 << crate::caps::CAP_NET_ADMIN);
+    }
     crate::caps::drop_after_attach();
 
     let mut procs = ProcessTable::new(&args.probe.proc_root);
     procs.seed();
-    // Changes of `watch` take a restart (the kernel's prefixes are set once).
+    // Set again after each reload (SIGHUP, remote configuration).
     procs.set_watch(std::sync::Arc::new(settings.detect.watch.clone()));
     let mut misses = MissFolder::new(settings.exec_misses);
     let mut ready = Vec::new();
@@ -88,15 +106,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut attachable = probes::collected_kinds(&attach);
     attachable.insert(Kind::Alert);
     let mut pipe = Pipeline::new(settings, detect, attachable, id, sink);
+    pipe.sdk_stats = sdk.as_ref().map(|s| std::sync::Arc::clone(&s.stats));
+    remote.flush_pending(&mut pipe);
+    // What an earlier run received and had not spooled (killed), then a new journal.
+    pipe.start_journal().await;
     let mut reported = Health::default();
 
+    // After a burst, memory goes back to the kernel (memory.rs).
+    // The journal's watermark follows the spool's durability (daemon/journal.rs).
+    let mut durable_tick = timers::every(DURABLE_TICK, Instant::now() + DURABLE_TICK);
+    let mut trim_tick = timers::every(crate::memory::TRIM_EVERY, Instant::now() + crate::memory::TRIM_EVERY);
     let mut misses_tick =
         tokio::time::interval(crate::enrich::exec_misses::HOLD.to_std().unwrap_or_default());
     misses_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The OS baseline (recommendations): assessed on a blocking thread at
     // start and every snapshot interval, off the event path.
     let mut baseline_job: Option<tokio::task::JoinHandle<Option<Vec<shrike_common::schema::Event>>>> = None;
+    // Heartbeats every interval (a reload or a remote configuration may
+    // change it); the snapshots at start already say the agent is up.
+    let started = Instant::now();
+    // Devices plugged in or removed (collect/hardware.rs: sysfs polled).
+    let mut hardware = crate::collect::hardware::Hardware::new(std::path::Path::new("/sys"));
+    let mut hardware_tick = timers::every(HARDWARE_POLL, started + HARDWARE_POLL);
+    // From here on, warnings and errors are Diagnostic events too.
+    let mut diags = crate::diagnostic::open();
+    let mut heartbeat_every = pipe.settings.heartbeat_interval;
+    let mut heartbeat = heartbeat_every.map(|iv| timers::every(iv, started + iv));
     let outcome: anyhow::Result<()> = loop {
+        if pipe.settings.heartbeat_interval != heartbeat_every {
+            heartbeat_every = pipe.settings.heartbeat_interval;
+            heartbeat = heartbeat_every.map(|iv| timers::every(iv, Instant::now() + iv));
+        }
         let next_agg = pipe.next_aggregate();
         tokio::select! {
             batch = rx.recv() => {
@@ -122,7 +162,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = sleep_until_opt(next_agg) => pipe.flush_due_aggregates(),
             _ = pipe.timers.snapshots.tick() => {
-                for ev in crate::collect::snapshot_events(&args.probe.proc_root) {
+                for ev in crate::collect::snapshot_events(&args.probe.proc_root, pipe.settings.firewall_snapshot) {
                     pipe.batches.push(Priority::Low, ev, &mut pipe.sink);
                 }
                 if pipe.settings.detect.recommend.enabled && baseline_job.is_none() {
@@ -146,18 +186,83 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 reported = now;
             }
+            _ = async {
+                match heartbeat.as_mut() {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            } => {
+                let ev = remote.heartbeat(started.elapsed(), heartbeat_every.unwrap_or_default());
+                pipe.batches.push(Priority::High, ev, &mut pipe.sink);
+            }
+            // The agent's own warnings and errors (rate-limited).
+            Some(d) = async {
+                match diags.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let prio = match d.severity {
+                    shrike_common::schema::DiagnosticSeverity::Error => Priority::High,
+                    _ => Priority::Low,
+                };
+                pipe.batches.push(prio, d.into_event(), &mut pipe.sink);
+            }
+            _ = hardware_tick.tick() => {
+                if let Some(ev) = hardware.poll() {
+                    pipe.batches.push(Priority::High, ev, &mut pipe.sink);
+                }
+            }
             _ = pipe.timers.high.tick() => pipe.batches.flush(Priority::High, &mut pipe.sink),
             _ = pipe.timers.low.tick() => pipe.batches.flush(Priority::Low, &mut pipe.sink),
             _ = pipe.timers.retry.tick(), if matches!(pipe.sink, Sink::Held(_)) => pipe.retry_publisher(),
             _ = pipe.timers.detect.tick(), if !pipe.detect.is_empty() => pipe.tick_detect(),
+            _ = durable_tick.tick() => pipe.batches.journal_durable(&pipe.sink),
+            _ = trim_tick.tick() => {
+                procs.shrink();
+                for agg in pipe.aggs.values_mut() {
+                    agg.shrink();
+                }
+                crate::memory::trim();
+            }
             Some(done) = tasks.join_next() => match done {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => break Err(e),
                 Err(e) => break Err(e.into()),
             },
-            _ = sighup.recv() => pipe.reload(&args, &mut probes.ebpf).await,
+            _ = sighup.recv() => {
+                pipe.reload(&args, remote.layer.as_ref(), &mut probes.ebpf).await;
+                procs.set_watch(std::sync::Arc::new(pipe.settings.detect.watch.clone()));
+                if let Some(s) = &sdk {
+                    s.update(&pipe.settings.sdk);
+                }
+            }
+            Some(reply) = async {
+                match scrapes.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let _ = reply.send(metrics::render(&pipe, &probes, &stats));
+            }
+            // Remote configuration (the publisher's subscriptions).
+            Some(msg) = async {
+                match &mut pipe.sink {
+                    Sink::Mqtt(p) => p.incoming().await,
+                    _ => std::future::pending().await,
+                }
+            } => {
+                remote.handle(msg, &mut pipe, &args, &mut probes.ebpf).await;
+                procs.set_watch(std::sync::Arc::new(pipe.settings.detect.watch.clone()));
+                if let Some(s) = &sdk {
+                    s.update(&pipe.settings.sdk);
+                }
+            }
             _ = sigterm.recv() => break Ok(()),
             _ = sigint.recv() => break Ok(()),
+            Some(mut ev) = sdk_rx.recv(), if sdk.is_some() => pipe.handle(&mut ev, &mut users),
         }
     };
 
@@ -182,25 +287,36 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for mut ev in ready.drain(..) {
         pipe.handle(&mut ev, &mut users);
     }
+    // No more SDK clients; what they sent before is published.
+    drop(sdk);
+    while let Ok(mut ev) = sdk_rx.try_recv() {
+        pipe.handle(&mut ev, &mut users);
+    }
     pipe.flush_all();
     // The learnt baseline, for the next start.
     pipe.detect.persist();
     // A last attempt for messages held since a failed reload.
     pipe.retry_publisher();
+    let journal = pipe.stop_journal().await;
     let lost = probes::read_counters(&probes.ebpf, shrike_common::names::LOST);
-    tracing::info!(
-        received = stats.received.load(Ordering::Relaxed),
-        kernel_lost = ?lost,
-        messages = pipe.batches.messages,
-        detect = ?pipe.detect.stats,
-        dropped = ?pipe.batches.dropped,
-        "shrike stopping"
-    );
+    let counters = serde_json::json!({
+        "received": stats.received.load(Ordering::Relaxed),
+        "kernel_lost": lost.iter().map(|(k, n)| (k.name(), n)).collect::<std::collections::BTreeMap<_, _>>(),
+        "messages": pipe.batches.messages,
+        "detect": pipe.detect.stats,
+        "sdk": pipe.sdk_stats.as_ref().map(|s| s.counts()),
+        "journal": journal,
+        "dropped": {
+            "high": pipe.batches.dropped.get(&Priority::High),
+            "low": pipe.batches.dropped.get(&Priority::Low),
+        },
+    });
+    tracing::info!("shrike stopping: {}", crate::telemetry::fields(&counters));
     match pipe.sink {
         // Whatever is not acknowledged in time stays in the spool for the next start.
         Sink::Mqtt(p) => {
             let stats = stop_publisher(p, Duration::from_secs(5)).await;
-            tracing::info!(?stats, "publisher stopping");
+            tracing::info!("publisher stopping: {}", crate::telemetry::fields(&stats));
         }
         Sink::Held(held) => {
             tracing::error!(
@@ -213,6 +329,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tasks.abort_all();
     outcome
 }
+
+/// How often sysfs's device lists are compared (a USB device plugged in
+/// is reported within this and the high interval).
+const HARDWARE_POLL: Duration = Duration::from_secs(2);
+/// How often the journal learns what the spool made durable: with the
+/// journal's group commit (200 ms) an event in the spool is off the
+/// journal's replay list well within the 1 s the guarantee names.
+const DURABLE_TICK: Duration = Duration::from_millis(100);
 
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::{
     batches::{Batches, Sink},
+    journal::Holder,
     settings::RunSettings,
     timers::Timers,
 };
@@ -19,6 +20,7 @@ use crate::{
     detect::Detect,
     enrich::users::Users,
     events::{Event, Kind},
+    journal::cover::Cover,
     message,
     publish::spool::Priority,
 };
@@ -41,6 +43,8 @@ pub(super) struct Pipeline {
     pub(super) batches: Batches,
     pub(super) sink: Sink,
     pub(super) timers: Timers,
+    /// The SDK socket's counters, when it is on (the stop log, metrics).
+    pub(super) sdk_stats: Option<std::sync::Arc<crate::sdk::SdkStats>>,
 }
 
 impl Pipeline {
@@ -61,6 +65,7 @@ impl Pipeline {
             aggs: BTreeMap::new(),
             agg_due: BTreeMap::new(),
             sink,
+            sdk_stats: None,
         };
         let now = Instant::now();
         for kind in Kind::EVENTS {
@@ -81,7 +86,7 @@ impl Pipeline {
     /// One enriched event: detection, then (unless its kind is off) the
     /// aggregator and the batches; then the alerts it raised.
     pub(super) fn handle(&mut self, ev: &mut Event, users: &mut Users) {
-        let published = self.settings.priority.get(&ev.kind()).is_some_and(|p| *p != KindPriority::Off);
+        let published = self.settings.priority_of(ev) != KindPriority::Off;
         if !published && self.detect.is_empty() {
             return;
         }
@@ -125,8 +130,20 @@ impl Pipeline {
     /// Sends a kind's aggregated events, in its (current) queue.
     pub(super) fn flush_aggregate(&mut self, kind: Kind) {
         let prio = self.settings.priority[&kind].spool().unwrap_or(Priority::Low);
-        for (_, ev) in self.aggs.get_mut(&kind).map(Aggregator::flush).unwrap_or_default() {
-            self.batches.push(prio, ev, &mut self.sink);
+        let mut last = None;
+        for (hits, ev) in self.aggs.get_mut(&kind).map(Aggregator::flush).unwrap_or_default() {
+            last = self.batches.push_keyed(prio, ev, hits, &mut self.sink).or(last);
+        }
+        if let Some(j) = &mut self.batches.journal {
+            j.tracker.agg_flushed(kind, prio);
+            // The aggregator's records go with the message of its last
+            // aggregate: the messages before it (split when full) are
+            // spooled before it, so none is named before it is durable.
+            let ranges = j.tracker.take_agg_cover(kind);
+            let epoch = j.epoch;
+            if let Some(key) = last {
+                self.batches.cover(key, |c| c.add_all(&Cover { epoch, ranges }));
+            }
         }
     }
 
@@ -158,17 +175,33 @@ fn publish(
     sink: &mut Sink,
 ) {
     let kind = ev.kind();
-    let Some(prio) = settings.priority.get(&kind).and_then(|p| p.spool()) else { return };
+    let Some(prio) = settings.priority_of(ev).spool() else { return };
     *batches.collected.entry(prio).or_default() += 1;
-    match aggs.get_mut(&kind) {
+    // Other programs' events go as they were accepted (their Id and time),
+    // never aggregated.
+    if let crate::events::Body::Sdk(s) = &ev.body {
+        batches.push_sdk(prio, &s.event, sink);
+        return;
+    }
+    // Where the event waits (journal/: replayed after a crash until it is in the spool).
+    let single = match aggs.get_mut(&kind) {
         Some(agg) => match agg.push(ev) {
-            Pushed::Merged | Pushed::Unmapped => {}
-            Pushed::Single(m) => batches.push(prio, m, sink),
-        },
-        None => {
-            if let Some(m) = message::to_message_event(ev) {
-                batches.push(prio, m, sink);
+            Pushed::Merged => {
+                batches.journal_hold(prio, ev, Holder::Agg(kind));
+                None
             }
+            Pushed::Unmapped => None,
+            Pushed::Single(m) => Some(m),
+        },
+        None => message::to_message_event(ev),
+    };
+    if let Some(m) = single {
+        // Journaled first: its message names it (journal/cover.rs).
+        let at = batches.journal_hold(prio, ev, Holder::Batch(prio, m.id));
+        if let Some(key) = batches.push_keyed(prio, m, 1, sink)
+            && let Some((epoch, seq)) = at
+        {
+            batches.cover(key, |c| c.add(epoch, seq));
         }
     }
 }

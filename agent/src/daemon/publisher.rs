@@ -12,7 +12,7 @@ use super::{
 use crate::publish::{
     azure::ConnectionString,
     mqtt::{Publisher, PublisherStats, Settings},
-    spool::Spool,
+    spool::{self, Spool, SpoolError},
 };
 
 /// The drop and failure counters of publishers a reload replaced: health
@@ -22,14 +22,27 @@ pub(super) struct Retired {
     pub(super) dropped_low: u64,
     pub(super) dropped_high: u64,
     pub(super) failed: u64,
+    pub(super) corrupt: u64,
+    pub(super) disk_full: u64,
+    pub(super) queue_full: u64,
 }
 
 impl Retired {
+    /// Events, not messages, for the drop statistics.
     pub(super) fn add(&mut self, st: &PublisherStats) {
-        self.dropped_low += st.spool.dropped_low;
-        self.dropped_high += st.spool.dropped_high;
-        self.failed += st.submit_errors + st.oversize_dropped + st.spool_dropped;
+        self.dropped_low += st.spool.dropped_low_events;
+        self.dropped_high += st.spool.dropped_high_events;
+        self.failed += failed(st);
+        self.corrupt += st.spool.corrupt;
+        self.disk_full += st.spool.disk_full;
+        self.queue_full += st.spool.queue_full;
     }
+}
+
+/// Messages that failed: not taken, over the size limit, dropped by the
+/// spool (full, file system full, queue full, write errors) or corrupt.
+pub(super) fn failed(st: &PublisherStats) -> u64 {
+    st.submit_errors + st.oversize_dropped + st.spool_dropped + st.spool.corrupt
 }
 
 /// What a publisher runs with: a reload that changes any of it restarts the
@@ -102,9 +115,28 @@ impl PublisherSetup {
         out
     }
 
+    /// Opens the spool: the directory locked, checked writable, what an
+    /// earlier run left indexed. A directory that cannot be used, or that
+    /// another agent holds, is a bad `spool_dir` (exit 2 at start).
+    pub(super) fn open_spool(&self) -> Result<Spool, crate::config::ConfigError> {
+        let opts = spool::Options::new(self.spool_size, self.mqtt.max_message_size);
+        let spool = Spool::open(&self.spool_dir, opts).map_err(|e| match e {
+            SpoolError::Unusable(_, why) => crate::config::ConfigError::Invalid {
+                setting: "spool_dir".into(),
+                reason: format!("{}: {why}", self.spool_dir.display()),
+            },
+            other => {
+                crate::config::ConfigError::Invalid { setting: "spool_dir".into(), reason: other.to_string() }
+            }
+        })?;
+        // A dropped health message's counts go into the next one.
+        spool.on_health_dropped(super::health::carry_dropped);
+        Ok(spool)
+    }
+
     /// Opens the spool and starts a publisher on it.
     pub(super) fn start(&self) -> anyhow::Result<Publisher> {
-        let spool = Spool::open(&self.spool_dir, self.spool_size)?;
+        let spool = self.open_spool()?;
         self.start_on(spool)
     }
 
@@ -149,7 +181,7 @@ impl Pipeline {
         let mut spool = if new.spool_dir == old.spool_dir {
             None
         } else {
-            Some(Spool::open(&new.spool_dir, new.spool_size).map_err(|e| e.to_string())?)
+            Some(new.open_spool().map_err(|e| e.to_string())?)
         };
         let held = match std::mem::replace(&mut self.sink, Sink::Held(Held::new(old.spool_size))) {
             Sink::Mqtt(p) => {
@@ -207,10 +239,22 @@ impl Pipeline {
 
     /// Makes `p` the sink and spools what was held.
     pub(super) fn install(&mut self, p: Publisher, held: Held) {
-        for (prio, msg) in held.msgs {
-            if let Err(e) = p.submit(prio, &msg) {
-                self.batches.message_dropped(prio, format_args!("message not spooled: {e}"));
+        // The stopped publisher's spool wrote what it had queued.
+        if let Some(j) = &mut self.batches.journal {
+            j.tracker.durable_through(u64::MAX);
+        }
+        // Tickets start again with each spool.
+        self.batches.last_ticket = 0;
+        for (prio, msg, meta) in held.msgs {
+            match p.submit_with(prio, &msg, meta) {
+                Ok(ticket) => self.batches.last_ticket = ticket,
+                Err(e) => {
+                    self.batches.message_dropped(prio, &msg, meta, format_args!("message not spooled: {e}"))
+                }
             }
+        }
+        if let Some(j) = &mut self.batches.journal {
+            j.tracker.held_flushed(crate::journal::Flushed::Spooling(self.batches.last_ticket));
         }
         self.sink = Sink::Mqtt(p);
     }

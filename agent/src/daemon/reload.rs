@@ -17,11 +17,17 @@ impl Pipeline {
     /// SIGHUP: reads the settings again (the --config file; flags keep
     /// precedence) and the rule files, and applies them. Invalid settings or
     /// rules change nothing: the running settings and detection stay.
-    pub(super) async fn reload(&mut self, args: &RunArgs, ebpf: &mut aya::Ebpf) {
+    /// The remote configuration's layer (`remote`) stays over the file.
+    pub(super) async fn reload(
+        &mut self,
+        args: &RunArgs,
+        remote: Option<&crate::remote::Layer>,
+        ebpf: &mut aya::Ebpf,
+    ) {
         // What the running stage learnt is on disk before the new one loads
         // it (the baseline's profile; a reset on disk is taken over here).
         self.detect.persist();
-        let built = RunSettings::resolve(args)
+        let built = RunSettings::resolve_layered(args, remote)
             .and_then(|s| s.collected().map(|_| s))
             .and_then(|s| Ok((Detect::new(&s.detect)?, s)));
         match built {
@@ -39,7 +45,7 @@ impl Pipeline {
 
     /// The rebuilt detection stage takes over (the old one's windows and
     /// state are dropped with it).
-    fn replace_detect(&mut self, detect: Detect, new: &RunSettings) {
+    pub(super) fn replace_detect(&mut self, detect: Detect, new: &RunSettings) {
         let blind: Vec<&str> =
             detect.kinds().into_iter().filter(|k| !self.attachable.contains(k)).map(Kind::name).collect();
         if !blind.is_empty() {
@@ -175,6 +181,29 @@ impl Pipeline {
             self.batches.builders.clear();
             self.batches.max = new.max_message_size;
             self.batches.gzip = new.gzip;
+        }
+
+        if new.detect.watch != self.settings.detect.watch {
+            // File integrity's watched paths: the kernel's prefixes are
+            // rewritten in place (the probes stay); the process table's exact
+            // filter follows (daemon loop, `procs.set_watch`).
+            let applied = new
+                .detect
+                .watch
+                .kernel_prefixes()
+                .map_err(|e| e.to_string())
+                .and_then(|p| crate::probes::set_watch(ebpf, &p).map_err(|e| e.to_string()));
+            match applied {
+                Ok(()) => changes.push(format!(
+                    "watch {:?} -> {:?}",
+                    self.settings.detect.watch.paths(),
+                    new.detect.watch.paths()
+                )),
+                Err(e) => {
+                    tracing::error!("cannot apply the new watch list ({e}): the old one stays");
+                    new.detect.watch = self.settings.detect.watch.clone();
+                }
+            }
         }
 
         if new.agent_id_file != self.settings.agent_id_file {

@@ -8,25 +8,26 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::DetectError;
-use crate::units::parse_duration;
+use crate::units::parse_interval;
 
 /// Detection (`[detect]` in the config file; these flags override it).
 #[derive(Debug, Clone, Default, Args)]
 pub struct DetectArgs {
     /// Sigma rules: a file, or a folder searched recursively for .yml/.yaml
-    /// (repeatable; replaces `rules` of the config file).
+    /// (repeatable; replaces `rules` of the config file) [default: none:
+    /// the built-in detectors only].
     #[arg(long = "rules", value_name = "PATH")]
     pub rules: Vec<PathBuf>,
     /// No detection: no alerts (and no probes attached for it).
     #[arg(long)]
     pub no_detect: bool,
     /// Switches a rule off: a built-in detector's id or a Sigma rule's id
-    /// (repeatable; added to `disabled` of the config file).
+    /// (repeatable; added to `disabled` of the config file) [default: none].
     #[arg(long = "disable-rule", value_name = "ID")]
     pub disable_rules: Vec<String>,
     /// A security configuration policy in Wazuh's SCA format for the
     /// recommendations (repeatable; added to `policies` of the config file,
-    /// besides Shrike's built-in gateway policy).
+    /// besides Shrike's built-in gateway policy) [default: none].
     #[arg(long = "policy", value_name = "PATH")]
     pub policies: Vec<PathBuf>,
     /// Run the command (`c:`) rules of the local policy files.
@@ -44,26 +45,28 @@ pub struct DetectArgs {
     #[arg(long, value_name = "DURATION|off")]
     pub baseline_learn: Option<String>,
     /// login-brute-force: failed logins for one user or one remote host...
+    /// [default: 5]
     #[arg(long, value_name = "N")]
     pub brute_force_failures: Option<u32>,
-    /// ...within this window (e.g. 60s, 5m).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// ...within this window (e.g. 60s, 5m) [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
     pub brute_force_window: Option<std::time::Duration>,
     /// Threat-intelligence list: addresses, CIDRs, domains, SHA-256s, one a
     /// line, or a feed's CSV (repeatable; replaces `ioc` of the config file).
-    /// Reloaded when it changes.
+    /// Reloaded when it changes [default: none].
     #[arg(long = "ioc", value_name = "PATH")]
     pub ioc: Vec<PathBuf>,
     /// Hash every executed file (SHA-256 in exec events) even when no IoC
     /// list has hashes.
     #[arg(long)]
     pub hash_executables: bool,
-    /// How often the IoC list files are checked for changes (default 10s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// How often the IoC list files are checked for changes [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
     pub ioc_reload_interval: Option<std::time::Duration>,
     /// A path watched for file changes (`file` events), a file or a folder
     /// (repeatable; replaces `watch` of the config file); `defaults` stands
-    /// for the built-in list (/etc, ~/.ssh, cron spools, system binaries...).
+    /// for the built-in list (/etc, ~/.ssh, cron spools, system binaries...)
+    /// [default: defaults].
     #[arg(long = "watch", value_name = "PATH")]
     pub watch: Vec<String>,
 }
@@ -165,7 +168,7 @@ impl DetectConfig {
                 b.brute_force_failures = n;
             }
             if let Some(w) = &f.brute_force_window {
-                b.brute_force_window = parse_duration(w).map_err(|e| invalid("brute_force_window", e))?;
+                b.brute_force_window = parse_interval(w).map_err(|e| invalid("brute_force_window", e))?;
             }
             if let Some(d) = &f.tmp_dirs {
                 b.tmp_dirs.clone_from(d);
@@ -185,7 +188,7 @@ impl DetectConfig {
                 i.hash_rate = v.bytes().map_err(|e| invalid("hash_rate", e))?;
             }
             if let Some(w) = &f.ioc_reload_interval {
-                i.reload_interval = parse_duration(w).map_err(|e| invalid("ioc_reload_interval", e))?;
+                i.reload_interval = parse_interval(w).map_err(|e| invalid("ioc_reload_interval", e))?;
             }
         }
         // The flag over the file's key.
@@ -277,7 +280,7 @@ fn resolve_recommend(
         }
         r.credential_lists.extend(f.credential_lists.iter().flatten().cloned());
         if let Some(b) = &f.credential_budget {
-            r.credential_budget = parse_duration(b).map_err(|e| invalid("credential_budget", e))?;
+            r.credential_budget = parse_interval(b).map_err(|e| invalid("credential_budget", e))?;
         }
         if let Some(root) = &f.recommend_root {
             r.root.clone_from(root);

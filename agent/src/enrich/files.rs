@@ -306,6 +306,66 @@ mod tests {
         assert!(!k.iter().any(|p| p.matches(&pad("/et"))), "a path shorter than the prefix");
     }
 
+    /// The kernel's pre-check (`WATCH_HEAD`) reads a path's first 8 bytes
+    /// without stopping at its NUL: whatever follows the NUL, a path it
+    /// rejects matches no prefix, and it rejects the /tmp workload's paths.
+    #[test]
+    fn head_precheck_never_rejects_a_watched_path() {
+        let none = Path::new("/nonexistent/passwd");
+        let mut list: Vec<String> = DEFAULT_WATCH.iter().map(|s| s.to_string()).collect();
+        list.extend(["/", "/e", "/home/", "/root/.ssh", "/a/b/c/d/e/f/g/h"].map(String::from));
+        let paths = [
+            "/",
+            "/e",
+            "/et",
+            "/etc",
+            "/etcx",
+            "/etc/passwd",
+            "/bin",
+            "/bi",
+            "/boot/x",
+            "/sbin",
+            "/usr",
+            "/usr/bin/ls",
+            "/usr/binx",
+            "/root",
+            "/root/.ssh/authorized_keys",
+            "/tmp",
+            "/tmp/x",
+            "/tmp/shrike-bench-files-shrike-1/f000001",
+            "/proc/self/fd",
+            "/a/b/c/d/e/f/g/h/i",
+            "/home",
+            "/home/alice/.ssh/id",
+            "/var/spool/cron/crontabs/root",
+            "/lib/systemd/system/x.service",
+        ];
+        for watch in [&list[..1], &list[..DEFAULT_WATCH.len()], &list[..]] {
+            let k = Watch::new(watch, none).unwrap().kernel_prefixes().unwrap();
+            let head = shrike_common::WatchHead::new(&k);
+            for path in paths {
+                let mut buf = [0u8; shrike_common::PATH_LEN];
+                buf[..path.len()].copy_from_slice(path.as_bytes());
+                let exact = k.iter().any(|p| p.matches(&buf));
+                // The bytes after the NUL in the first word: anything.
+                for junk in [0u8, b'/', b'c', b't', 0xff] {
+                    let mut first = [junk; 8];
+                    let n = path.len().min(8);
+                    first[..n].copy_from_slice(&path.as_bytes()[..n]);
+                    if n < 8 {
+                        first[n] = 0;
+                    }
+                    let pass = head.may_match(u64::from_ne_bytes(first));
+                    assert!(pass || !exact, "{path:?} (junk {junk}) rejected under {watch:?}");
+                }
+            }
+            if !watch.iter().any(|w| w == "/") {
+                let tmp = *b"/tmp/shr";
+                assert!(!head.may_match(u64::from_ne_bytes(tmp)), "{watch:?}");
+            }
+        }
+    }
+
     #[test]
     fn config_errors_and_grouping() {
         let none = Path::new("/nonexistent/passwd");

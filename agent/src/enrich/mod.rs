@@ -37,6 +37,11 @@ impl ProcessTable {
         }
     }
 
+    /// Gives back the room a burst of processes took.
+    pub fn shrink(&mut self) {
+        crate::memory::shrink_map(&mut self.procs);
+    }
+
     /// File events are resolved and kept only under these paths.
     pub fn set_watch(&mut self, watch: Arc<files::Watch>) {
         self.watch = Some(watch);

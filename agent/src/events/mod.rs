@@ -26,6 +26,9 @@ pub enum Kind {
     File,
     /// A detection fired (`detect/`): made by the agent, never by the kernel.
     Alert,
+    /// Another program's security event, reported through the SDK socket
+    /// (`sdk/`): made by the agent, never by the kernel.
+    Sdk,
 }
 
 impl Kind {
@@ -44,8 +47,8 @@ impl Kind {
         Kind::File,
     ];
 
-    /// Every kind an event can have: the kernel's and `alert`.
-    pub const EVENTS: [Kind; 11] = [
+    /// Every kind an event can have: the kernel's, `alert` and `sdk`.
+    pub const EVENTS: [Kind; 12] = [
         Kind::Exec,
         Kind::Exit,
         Kind::Fork,
@@ -57,6 +60,7 @@ impl Kind {
         Kind::Privilege,
         Kind::File,
         Kind::Alert,
+        Kind::Sdk,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +76,7 @@ impl Kind {
             Kind::Privilege => "privilege",
             Kind::File => "file",
             Kind::Alert => "alert",
+            Kind::Sdk => "sdk",
         }
     }
 
@@ -103,6 +108,7 @@ impl Kind {
             Kind::Privilege => kind::PRIVILEGE,
             Kind::File => kind::FILE,
             Kind::Alert => kind::ALERT,
+            Kind::Sdk => kind::SDK,
         }
     }
 
@@ -156,6 +162,7 @@ impl Event {
             Body::Privilege(_) => Kind::Privilege,
             Body::File(_) => Kind::File,
             Body::Alert(_) => Kind::Alert,
+            Body::Sdk(_) => Kind::Sdk,
         }
     }
 }
@@ -175,6 +182,9 @@ pub enum Body {
     File(file::File),
     /// Boxed: alerts are rare and carry the event that triggered them.
     Alert(Box<crate::detect::Alert>),
+    /// Boxed: reported by other programs through the SDK socket; the
+    /// header is the sender (SO_PEERCRED, /proc).
+    Sdk(Box<crate::sdk::Sdk>),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -494,6 +504,11 @@ mod tests {
                     event: Box::new(full_event(Kind::Login)),
                 };
                 return alert.into_event();
+            }
+            Kind::Sdk => {
+                let line = br#"{"Name":"DoorOpened","Payload":[{"Door":"cabinet","ExtraDetails":{"SenderPid":"10"}}]}"#;
+                let ev = shrike_common::sdk::parse_line(line, Default::default()).unwrap();
+                Body::Sdk(Box::new(crate::sdk::Sdk { event: ev }))
             }
         };
         event(body)

@@ -44,9 +44,10 @@ pub fn errno_name(errno: i64) -> &'static str {
     }
 }
 
-/// `Some(name)` for a negative syscall result.
+/// `Some(name)` for a negative syscall result. The value comes from a
+/// kernel record: i64::MIN (no errno) must not overflow the negation.
 pub fn error_of(ret: i64) -> Option<&'static str> {
-    (ret < 0).then(|| errno_name(-ret))
+    (ret < 0).then(|| ret.checked_neg().map_or("EUNKNOWN", errno_name))
 }
 
 /// Linux-PAM return codes (security/_pam_types.h).
@@ -125,5 +126,18 @@ pub fn priv_call_arity(call: u32) -> usize {
         SETRESUID | SETRESGID => 3,
         CAPSET => 0,
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_names_of_any_result() {
+        assert_eq!(super::error_of(-2), Some("ENOENT"));
+        assert_eq!(super::error_of(0), None);
+        assert_eq!(super::error_of(-100_000), Some("EUNKNOWN"));
+        // A record's i64::MIN result overflowed the negation (found by the
+        // kernel_record fuzz target; the input is in its corpus).
+        assert_eq!(super::error_of(i64::MIN), Some("EUNKNOWN"));
     }
 }

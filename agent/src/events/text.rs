@@ -11,8 +11,11 @@ pub fn until_nul(bytes: &[u8]) -> &[u8] {
     }
 }
 
-/// Text of a C string from the kernel: valid UTF-8 is kept as is; each byte of an
-/// invalid sequence is written `\xNN`. Never panics, never drops a byte.
+/// Text of a C string from the kernel: valid UTF-8 is kept as is, except
+/// that a backslash is written `\\`; each byte of an invalid sequence is
+/// written `\xNN`. So the text `\xff` (`\\xff`) and the byte 0xFF (`\xff`)
+/// never look alike, and [`unescape`] gives back the exact bytes. Never
+/// panics, never drops a byte.
 pub fn kstr(bytes: &[u8]) -> String {
     escape(until_nul(bytes))
 }
@@ -20,16 +23,24 @@ pub fn kstr(bytes: &[u8]) -> String {
 /// Like [`kstr`] for bytes that are not NUL-terminated.
 pub fn escape(mut bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
+    let push_text = |out: &mut String, s: &str| {
+        for (i, part) in s.split('\\').enumerate() {
+            if i > 0 {
+                out.push_str("\\\\");
+            }
+            out.push_str(part);
+        }
+    };
     loop {
         match std::str::from_utf8(bytes) {
             Ok(s) => {
-                out.push_str(s);
+                push_text(&mut out, s);
                 return out;
             }
             Err(e) => {
                 let (good, rest) = bytes.split_at(e.valid_up_to());
                 // SAFETY-free: `good` was just validated.
-                out.push_str(std::str::from_utf8(good).unwrap_or_default());
+                push_text(&mut out, std::str::from_utf8(good).unwrap_or_default());
                 let bad = e.error_len().unwrap_or(rest.len());
                 for b in &rest[..bad] {
                     let _ = write!(out, "\\x{b:02x}");
@@ -38,6 +49,42 @@ pub fn escape(mut bytes: &[u8]) -> String {
             }
         }
     }
+}
+
+/// The bytes [`escape`] was given: `\\` is a backslash, `\xNN` the byte NN.
+/// Text that `escape` cannot have written (a lone backslash, a bad hex
+/// digit) is an error naming its position.
+pub fn unescape(text: &str) -> Result<Vec<u8>, String> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            Some(b'x') => {
+                let hex = text.get(i + 2..i + 4).ok_or_else(|| format!("cut \\x escape at byte {i}"))?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad \\x escape at byte {i}"))?);
+                i += 4;
+            }
+            _ => return Err(format!("lone backslash at byte {i}")),
+        }
+    }
+    Ok(out)
+}
+
+/// The text rules match (Sigma's `CommandLine: 'C:\\x'`, a path with a
+/// backslash): escaped backslashes back to one; invalid bytes stay `\xNN`.
+/// Borrowed when there is no backslash (nearly always).
+pub fn matchable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains("\\\\") { text.replace("\\\\", "\\").into() } else { text.into() }
 }
 
 /// Splits a buffer of NUL-terminated strings (argv as the kernel captured it).
@@ -69,6 +116,44 @@ mod tests {
         assert_eq!(kstr(b"a\xffb\xc3\0"), "a\\xffb\\xc3");
         assert_eq!(escape(b"\xe2\x82"), "\\xe2\\x82");
         assert_eq!(escape(b"ok\xf0\x9f\x98\x80"), "ok\u{1F600}");
+    }
+
+    /// Defect: the text `\xff` and the byte 0xFF both printed `\xff`.
+    #[test]
+    fn a_backslash_is_escaped_so_text_and_bytes_differ() {
+        assert_eq!(escape(b"\\xff"), "\\\\xff");
+        assert_eq!(escape(b"\xff"), "\\xff");
+        assert_ne!(escape(b"\\xff"), escape(b"\xff"));
+        assert_eq!(escape(b"C:\\dir\\\xff\\"), "C:\\\\dir\\\\\\xff\\\\");
+        assert_eq!(matchable(&escape(b"a\\x\xffb")), "a\\x\\xffb");
+    }
+
+    #[test]
+    fn unescape_gives_back_the_exact_bytes() {
+        let samples: [&[u8]; 9] = [
+            b"",
+            b"plain",
+            b"\\xff",
+            b"\xff",
+            b"\\\\\xff\\x",
+            b"caf\xc3\xa9 \xc3",
+            b"\xe2\x82\\",
+            b"\x00\x01\x7f\x80\xfe",
+            "héllo \\u{1F600}".as_bytes(),
+        ];
+        for s in samples {
+            assert_eq!(unescape(&escape(s)).as_deref(), Ok(s), "{s:?} -> {:?}", escape(s));
+        }
+        // Every byte pair, valid UTF-8 or not.
+        for a in 0..=255u8 {
+            for b in [0u8, b'\\', b'x', 0x80, 0xc3, 0xff] {
+                let s = [a, b, a];
+                assert_eq!(unescape(&escape(&s)).as_deref(), Ok(&s[..]));
+            }
+        }
+        for bad in ["\\", "a\\", "\\q", "\\x", "\\x4", "\\xzz", "\\x\u{e9}"] {
+            assert!(unescape(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

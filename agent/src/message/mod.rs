@@ -136,6 +136,13 @@ pub fn to_payload(ev: &Event) -> Option<Payload> {
         Body::File(f) => file_change(ev, f).into(),
         Body::Fork(_) | Body::Listen(_) | Body::Bind(_) => return None,
         Body::Alert(alert) => alert_item(ev, alert).into(),
+        // Already a message event, Id and time as the sender gave them
+        // (`daemon/pipeline.rs` sends it as is); custom kinds have no
+        // typed payload.
+        Body::Sdk(s) => match &s.event {
+            shrike_common::sdk::SdkEvent::Azure(e) => e.payload.clone(),
+            shrike_common::sdk::SdkEvent::Custom(_) => return None,
+        },
     })
 }
 

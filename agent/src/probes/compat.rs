@@ -217,7 +217,51 @@ fn file_table() -> Vec<ProbeSpec> {
         file_call!("symlink", &[("oldname", 16), ("newname", 24)], true),
         file_call!("symlinkat", &[("oldname", 16), ("newdfd", 24), ("newname", 32)], false),
     ]
-    .concat()
+    .into_iter()
+    .flatten()
+    .chain(FD_LIFETIME.iter().copied())
+    .chain(FD_COPIES.iter().copied())
+    .collect()
+}
+
+/// The hooks that end a directory fd's mark (agent-ebpf/src/file.rs,
+/// directory-fd cache): the kernel side may mark fds only when each is
+/// attached or its syscall does not exist here (dup2 on aarch64,
+/// close_range before 5.9); see [`super::dir_cache_ready`].
+pub const FD_LIFETIME: &[ProbeSpec] = &[
+    tp("sys_enter_close", "syscalls", FILE, &[("fd", 16)]),
+    ProbeSpec { optional: true, ..tp("sys_enter_dup2", "syscalls", FILE, &[("oldfd", 16), ("newfd", 24)]) },
+    ProbeSpec {
+        program: "sys_enter_dup2",
+        hook: Hook::Tracepoint { category: "syscalls", name: "sys_enter_dup3" },
+        kinds: FILE,
+        fields: &[("oldfd", 16), ("newfd", 24)],
+        optional: false,
+    },
+    ProbeSpec { optional: true, ..tp("sys_enter_close_range", "syscalls", FILE, &[("fd", 16)]) },
+    tp("sys_enter_unshare", "syscalls", FILE, &[("unshare_flags", 16)]),
+];
+
+/// Copies of a marked directory fd are marked too (dup, dup2/dup3, fcntl
+/// F_DUPFD*; the entries above and here, the exits in `sys_exit_file`).
+/// Only the cache's hit rate depends on these (fts dups every folder's fd).
+const FD_COPIES: &[ProbeSpec] = &[
+    ProbeSpec { optional: true, ..tp("sys_enter_dup", "syscalls", FILE, &[("fildes", 16)]) },
+    ProbeSpec { optional: true, ..tp("sys_enter_fcntl", "syscalls", FILE, &[("fd", 16), ("cmd", 24)]) },
+    exit_file("sys_exit_dup"),
+    exit_file("sys_exit_dup2"),
+    exit_file("sys_exit_dup3"),
+    exit_file("sys_exit_fcntl"),
+];
+
+const fn exit_file(name: &'static str) -> ProbeSpec {
+    ProbeSpec {
+        program: "sys_exit_file",
+        hook: Hook::Tracepoint { category: "syscalls", name },
+        kinds: FILE,
+        fields: &[("__syscall_nr", 8), ("ret", 16)],
+        optional: true,
+    }
 }
 
 /// Field name -> offset of a tracepoint, from its `format` file.

@@ -32,7 +32,7 @@ use std::{
     fmt,
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
@@ -43,7 +43,7 @@ use rumqttc::{
 };
 use tokio::{sync::Notify, task::JoinHandle, time::Instant};
 
-use super::spool::{Priority, Spool, SpoolError, SpoolStats};
+use super::spool::{Meta, Priority, Spool, SpoolError, SpoolStats};
 
 /// TLS to the broker: the CA that signed its certificate, and for mutual TLS
 /// (IoT Hub's X.509 devices) the client's certificate chain and key, all PEM.
@@ -77,13 +77,42 @@ pub struct Settings {
     /// Largest payload accepted, in bytes.
     pub max_message_size: usize,
     /// First wait before reconnecting; doubles on each failure up to
-    /// `reconnect_max`, and starts over once a connection stayed up that long.
+    /// `reconnect_max` (each wait jittered down to half, so agents that lost
+    /// one broker do not come back in step), and starts over at every
+    /// successful connection (CONNACK).
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     /// Passwords that expire (IoT Hub SAS tokens): a fresh one is made for
     /// every connection attempt, and the connection is renewed `every`.
     pub credentials_refresh: Option<CredentialsRefresh>,
+    /// Topic filters subscribed (QoS 1) at every connection: remote
+    /// configuration (a retained document, the IoT Hub twin). What arrives
+    /// comes out of [`Publisher::incoming`].
+    pub subscriptions: Vec<String>,
 }
+
+/// A message from the broker on a subscribed topic, or the news that the
+/// subscriptions are in place on a new connection (the IoT Hub twin is read
+/// then: it is not retained).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    Subscribed,
+    Message { topic: String, payload: Vec<u8>, retain: bool },
+}
+
+/// Incoming packets may be this large when something is subscribed (remote
+/// documents: Sigma rules, IoC lists). A larger one fails the connection
+/// (rumqttc reads packets whole), so the limit is generous.
+pub const MAX_INCOMING: usize = 16 << 20;
+
+/// Messages from the broker waiting for the run loop, at most; more are
+/// dropped and counted (remote documents are retained: the next connection
+/// brings the newest again).
+const INCOMING_QUEUE: usize = 32;
+
+/// Marks a publish in `handed`/`inflight` that is not a spooled message (a
+/// control message: reported configuration, twin requests).
+const CONTROL: u64 = u64::MAX;
 
 /// Makes a fresh password (e.g. a SAS token with a new expiry).
 #[derive(Clone)]
@@ -120,8 +149,11 @@ impl Default for Settings {
             // IoT Hub's device-to-cloud message limit.
             max_message_size: 256 * 1024,
             reconnect_min: Duration::from_millis(500),
-            reconnect_max: Duration::from_secs(60),
+            // Delivery resumes within a few seconds of the broker's return
+            // (60 s waits were measured with a doubling up to a minute).
+            reconnect_max: Duration::from_secs(4),
             credentials_refresh: None,
+            subscriptions: Vec::new(),
         }
     }
 }
@@ -144,6 +176,7 @@ impl fmt::Debug for Settings {
             .field("reconnect_min", &self.reconnect_min)
             .field("reconnect_max", &self.reconnect_max)
             .field("credentials_refresh", &self.credentials_refresh.as_ref().map(|r| r.every))
+            .field("subscriptions", &self.subscriptions)
             .finish()
     }
 }
@@ -212,15 +245,15 @@ impl Settings {
 
     fn mqtt_options(&self) -> Result<MqttOptions, MqttError> {
         let mut o = MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
+        // Room for the topic and the fixed header; incoming packets are acks
+        // only unless something is subscribed.
+        let outgoing = self.max_message_size + self.topic.len() + 16;
+        let incoming =
+            if self.subscriptions.is_empty() { outgoing } else { outgoing.max(MAX_INCOMING + 1024) };
         o.set_keep_alive(self.keep_alive)
             .set_clean_session(true)
             .set_inflight(self.max_inflight)
-            // Room for the topic and the fixed header; incoming packets are
-            // acks only, but keep the same bound.
-            .set_max_packet_size(
-                self.max_message_size + self.topic.len() + 16,
-                self.max_message_size + self.topic.len() + 16,
-            );
+            .set_max_packet_size(incoming, outgoing);
         if let Some(user) = &self.username {
             o.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
         }
@@ -321,8 +354,8 @@ struct Counters {
     connection_errors: AtomicU64,
     oversize_dropped: AtomicU64,
     submit_errors: AtomicU64,
-    /// Submits that found the spool full (for the log's rate limit).
-    spool_full: AtomicU64,
+    /// Messages on subscribed topics dropped because the run loop was behind.
+    incoming_dropped: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -330,18 +363,20 @@ fn bump(c: &AtomicU64, by: u64) {
 }
 
 struct Shared {
-    spool: Mutex<Spool>,
-    /// `submit` wakes the sender task.
-    wake: Notify,
+    spool: Spool,
+    /// The spool's thread wakes the sender task when messages are durable.
+    wake: Arc<Notify>,
     counters: Counters,
     connected: AtomicBool,
+    /// Control messages to publish (not spooled): (topic, payload, retain).
+    control: Mutex<VecDeque<(String, Vec<u8>, bool)>>,
+    incoming: tokio::sync::mpsc::Sender<Incoming>,
 }
 
 impl Shared {
-    /// A panic elsewhere while holding the lock leaves the spool consistent
-    /// (each operation is a single file step), so poisoning is ignored.
-    fn lock(&self) -> MutexGuard<'_, Spool> {
-        self.spool.lock().unwrap_or_else(|e| e.into_inner())
+    /// The spool (it has its own lock, never held across disk I/O).
+    fn lock(&self) -> &Spool {
+        &self.spool
     }
 }
 
@@ -351,6 +386,7 @@ pub struct Publisher {
     shared: Arc<Shared>,
     task: JoinHandle<()>,
     max_message_size: usize,
+    incoming: tokio::sync::mpsc::Receiver<Incoming>,
 }
 
 impl Publisher {
@@ -360,11 +396,18 @@ impl Publisher {
         settings.validate()?;
         let options = settings.mqtt_options()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| MqttError::NoRuntime)?;
+        let (incoming_tx, incoming) = tokio::sync::mpsc::channel(INCOMING_QUEUE);
+        let wake = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
-            spool: Mutex::new(spool),
-            wake: Notify::new(),
+            spool: {
+                spool.set_waker(Arc::clone(&wake));
+                spool
+            },
+            wake,
             counters: Counters::default(),
             connected: AtomicBool::new(false),
+            control: Mutex::new(VecDeque::new()),
+            incoming: incoming_tx,
         });
         // The request channel never holds more than the in-flight window.
         let (client, eventloop) = AsyncClient::new(options, usize::from(settings.max_inflight));
@@ -381,37 +424,82 @@ impl Publisher {
             bucket: TokenBucket::new(settings.rate_limit, settings.max_inflight),
         };
         let task = runtime.spawn(sender.run(eventloop, settings.clone()));
-        Ok(Publisher { shared, task, max_message_size: settings.max_message_size })
+        Ok(Publisher { shared, task, max_message_size: settings.max_message_size, incoming })
     }
 
-    /// Spools `payload` durably, then wakes the sender; returns its spool
-    /// sequence number. Never waits for the network. A full spool makes room
-    /// by dropping its oldest low-priority messages (counted in the stats).
+    /// The next message on a subscribed topic (or a new connection's
+    /// subscriptions in place). Cancel-safe.
+    pub async fn incoming(&mut self) -> Option<Incoming> {
+        self.incoming.recv().await
+    }
+
+    /// Publishes a control message (reported configuration, a twin request)
+    /// at QoS 1 on the current connection, ahead of the spool; it is not
+    /// spooled: one lost with the connection is not sent again (whoever
+    /// sends it sends it again at the next connection).
+    pub fn publish_control(&self, topic: &str, payload: Vec<u8>, retain: bool) {
+        const MAX_QUEUED: usize = 64;
+        let mut q = self.shared.control.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= MAX_QUEUED {
+            // Oldest first: a newer report supersedes it.
+            q.pop_front();
+        }
+        q.push_back((topic.to_owned(), payload, retain));
+        drop(q);
+        self.shared.wake.notify_one();
+    }
+
+    /// A message of one event (see [`submit_with`](Self::submit_with)).
     pub fn submit(&self, priority: Priority, payload: &[u8]) -> Result<u64, MqttError> {
+        self.submit_with(priority, payload, Meta::default())
+    }
+
+    /// Queues `payload` for the spool; the spool's thread writes it (group
+    /// commit) and wakes the sender once it is durable: never waits for the
+    /// disk or the network. Returns its ticket (see
+    /// [`durable_through`](Self::durable_through)). A full spool, file system
+    /// or queue makes room by dropping the oldest low-priority messages
+    /// (counted in the stats, with their events).
+    pub fn submit_with(&self, priority: Priority, payload: &[u8], meta: Meta) -> Result<u64, MqttError> {
+        self.submit_covered(priority, payload, meta, None)
+    }
+
+    /// [`submit_with`](Self::submit_with) a message holding the journal
+    /// records `cover` (journal/cover.rs).
+    pub fn submit_covered(
+        &self,
+        priority: Priority,
+        payload: &[u8],
+        meta: Meta,
+        cover: Option<crate::journal::cover::Cover>,
+    ) -> Result<u64, MqttError> {
         let counters = &self.shared.counters;
         if payload.len() > self.max_message_size {
             bump(&counters.submit_errors, 1);
             return Err(MqttError::TooLarge { size: payload.len(), limit: self.max_message_size });
         }
-        let mut spool = self.shared.lock();
-        let dropped_before = dropped(&spool.stats());
-        let pushed = spool.push(priority, payload);
-        let newly_dropped = dropped(&spool.stats()) - dropped_before;
-        drop(spool);
-        let seq = pushed.inspect_err(|_| bump(&counters.submit_errors, 1))?;
-        if newly_dropped > 0 {
-            let n = counters.spool_full.fetch_add(1, Ordering::Relaxed) + 1;
-            if crate::telemetry::sampled(n) {
-                tracing::warn!(
-                    dropped = newly_dropped,
-                    dropped_total = dropped_before + newly_dropped,
-                    count = n,
-                    "spool full: dropped the oldest messages"
-                );
-            }
-        }
-        self.shared.wake.notify_one();
-        Ok(seq)
+        let ticket = self
+            .shared
+            .lock()
+            .submit_covered(priority, payload, meta, cover)
+            .inspect_err(|_| bump(&counters.submit_errors, 1))?;
+        Ok(ticket)
+    }
+
+    /// See [`Spool::forget_covered_below`].
+    pub fn forget_covered_below(&self, epoch: u64, seq: u64) {
+        self.shared.lock().forget_covered_below(epoch, seq);
+    }
+
+    /// The journal records the spool holds (see [`Spool::covered`]).
+    pub fn covered(&self) -> crate::journal::cover::Covered {
+        self.shared.lock().covered()
+    }
+
+    /// Every message submitted up to this ticket is durable in the spool, or
+    /// was dropped and counted.
+    pub fn durable_through(&self) -> u64 {
+        self.shared.lock().durable_through()
     }
 
     pub fn stats(&self) -> PublisherStats {
@@ -503,22 +591,29 @@ enum Step {
     Renew,
 }
 
-/// Bounded exponential backoff between connection attempts.
+/// Bounded exponential backoff between connection attempts, with jitter:
+/// each wait is drawn from [d/2, d] for the current step d.
 struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
+    jitter: std::collections::hash_map::RandomState,
+    draws: u64,
 }
 
 impl Backoff {
     fn new(min: Duration, max: Duration) -> Self {
-        Backoff { min, max, next: min }
+        Backoff { min, max, next: min, jitter: Default::default(), draws: 0 }
     }
 
     fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
+        use std::hash::BuildHasher;
+        let step = self.next;
         self.next = (self.next * 2).min(self.max);
-        delay
+        self.draws += 1;
+        // A random fraction in [0.5, 1.0] (a keyed hash: no RNG crate needed).
+        let r = (self.jitter.hash_one(self.draws) >> 11) as f64 / (1u64 << 53) as f64;
+        step.mul_f64(0.5 + r / 2.0)
     }
 
     fn reset(&mut self) {
@@ -600,6 +695,9 @@ impl Sender {
             match result {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected_at = Some(Instant::now());
+                    // rumqttc reports only a successful CONNACK as an event
+                    // (a refusal is an error): the next outage starts short.
+                    backoff.reset();
                     self.on_connect(&mut eventloop, &settings);
                 }
                 Ok(event) => self.on_event(event),
@@ -610,9 +708,7 @@ impl Sender {
                     }
                     self.on_disconnect(&mut eventloop);
                     bump(&self.shared.counters.connection_errors, 1);
-                    if connected_at.take().is_some_and(|t| t.elapsed() >= settings.reconnect_max) {
-                        backoff.reset();
-                    }
+                    connected_at = None;
                     self.refresh_credentials(&mut eventloop, &settings);
                     let delay = backoff.next_delay();
                     tracing::warn!(
@@ -653,6 +749,15 @@ impl Sender {
         self.next_seq = 0;
         self.connected = true;
         self.shared.connected.store(true, Ordering::Relaxed);
+        if !settings.subscriptions.is_empty() {
+            let filters = settings
+                .subscriptions
+                .iter()
+                .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+            if let Err(e) = self.client.try_subscribe_many(filters) {
+                tracing::warn!("cannot subscribe to {:?}: {e}", settings.subscriptions);
+            }
+        }
         let backlog = self.shared.lock().len();
         tracing::info!(
             broker = %format_args!("{}:{}", settings.host, settings.port),
@@ -686,38 +791,66 @@ impl Sender {
                 bump(&c.bytes_sent, len as u64);
             }
             Event::Incoming(Packet::PubAck(ack)) => match self.inflight.remove(&ack.pkid) {
+                Some(CONTROL) => {}
                 Some(seq) => {
                     self.shared.lock().ack(seq);
                     bump(&self.shared.counters.acked, 1);
                 }
                 None => tracing::debug!(pkid = ack.pkid, "PUBACK for no message in flight"),
             },
+            Event::Incoming(Packet::SubAck(_)) => self.forward(Incoming::Subscribed),
+            Event::Incoming(Packet::Publish(p)) => self.forward(Incoming::Message {
+                topic: p.topic,
+                payload: p.payload.to_vec(),
+                retain: p.retain,
+            }),
             _ => {}
+        }
+    }
+
+    fn forward(&self, msg: Incoming) {
+        if self.shared.incoming.try_send(msg).is_err() {
+            let n = self.shared.counters.incoming_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if crate::telemetry::sampled(n) {
+                tracing::warn!(count = n, "message on a subscribed topic dropped: the agent is behind");
+            }
+        }
+    }
+
+    /// Hands queued control messages to rumqttc, within the in-flight window.
+    fn feed_control(&mut self) {
+        while self.connected && self.handed.len() + self.inflight.len() < self.max_inflight {
+            let Some((topic, payload, retain)) =
+                self.shared.control.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+            else {
+                return;
+            };
+            let len = payload.len();
+            match self.client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
+                Ok(()) => self.handed.push_back((CONTROL, len)),
+                Err(e) => {
+                    tracing::warn!("rumqttc did not take a control message: {e}");
+                    return;
+                }
+            }
         }
     }
 
     /// Hands spooled messages to rumqttc, oldest first, while the in-flight
     /// window and the rate limit allow.
     fn feed(&mut self) {
+        self.feed_control();
         while self.connected && self.handed.len() + self.inflight.len() < self.max_inflight {
             if !self.bucket.ready(Instant::now()) {
                 return;
             }
-            let mut spool = self.shared.lock();
-            let Some(seq) = spool.pending().map(|(seq, _)| seq).find(|seq| *seq >= self.next_seq) else {
+            let spool = self.shared.lock();
+            // None also while the spool's thread reads the next one from
+            // disk (it wakes this task then); corrupt records never come out.
+            let Some((seq, payload)) = spool.next_ready(self.next_seq) else {
                 return;
             };
             self.next_seq = seq + 1;
-            let payload = match spool.read(seq) {
-                Ok(p) => p,
-                Err(e) => {
-                    let n = spool.stats().corrupt;
-                    if crate::telemetry::sampled(n) {
-                        tracing::warn!(count = n, "skipping spooled message: {e}");
-                    }
-                    continue;
-                }
-            };
             if payload.len() > self.max_message_size {
                 spool.ack(seq);
                 let n = self.shared.counters.oversize_dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -755,22 +888,10 @@ mod tests {
     use std::{
         collections::HashSet,
         fs,
-        net::{Ipv4Addr, TcpListener, TcpStream},
-        process::{Child, Command, Stdio},
+        net::{Ipv4Addr, TcpListener},
     };
 
-    const MOSQUITTO: &str = "/usr/sbin/mosquitto";
-
-    /// Whether the broker tests can run; without mosquitto they are skipped
-    /// with a message, except in CI, where that is a failure.
-    fn have_mosquitto(test: &str) -> bool {
-        if Path::new(MOSQUITTO).exists() {
-            return true;
-        }
-        assert!(std::env::var_os("CI").is_none(), "{test}: {MOSQUITTO} is missing (required in CI)");
-        eprintln!("skipping {test}: {MOSQUITTO} is not installed");
-        false
-    }
+    use shrike_tests::broker::{Auth, Broker, BrokerConfig, available as have_mosquitto, make_pki};
 
     fn temp_dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("shrike-mqtt-{name}-{}", std::process::id()));
@@ -781,84 +902,6 @@ mod tests {
 
     fn free_port() -> u16 {
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
-    }
-
-    /// A real mosquitto on a loopback port, with persistence so that a
-    /// subscriber's session (and the messages queued for it) survives a
-    /// restart. Killed when dropped.
-    struct Broker {
-        port: u16,
-        dir: PathBuf,
-        /// More configuration (another listener), and its port.
-        extra: Option<(String, u16)>,
-        child: Option<Child>,
-    }
-
-    impl Broker {
-        async fn start(dir: &Path) -> Broker {
-            Broker::start_with(dir, None).await
-        }
-
-        async fn start_with(dir: &Path, extra: Option<(String, u16)>) -> Broker {
-            fs::create_dir_all(dir).unwrap();
-            // Run as root, mosquitto switches to its own user, which must
-            // be able to write its log and persistence file here.
-            fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-            let mut b = Broker { port: free_port(), dir: dir.to_path_buf(), extra, child: None };
-            b.restart().await;
-            b
-        }
-
-        async fn restart(&mut self) {
-            assert!(self.child.is_none());
-            let conf = self.dir.join("mosquitto.conf");
-            fs::write(
-                &conf,
-                format!(
-                    "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                     persistence_location {}/\nlog_dest file {}\n{}",
-                    self.port,
-                    self.dir.display(),
-                    self.dir.join("mosquitto.log").display(),
-                    self.extra.as_ref().map_or("", |(conf, _)| conf.as_str()),
-                ),
-            )
-            .unwrap();
-            let child = Command::new(MOSQUITTO)
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            self.child = Some(child);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            for port in std::iter::once(self.port).chain(self.extra.as_ref().map(|(_, p)| *p)) {
-                while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-                    assert!(Instant::now() < deadline, "mosquitto did not listen on port {port}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-
-        /// SIGTERM, so that mosquitto saves its persistence file, then wait.
-        fn stop(&mut self) {
-            let Some(mut child) = self.child.take() else { return };
-            let pid = libc::pid_t::try_from(child.id()).unwrap();
-            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            child.wait().unwrap();
-        }
-    }
-
-    impl Drop for Broker {
-        fn drop(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
     }
 
     /// A QoS 1 subscriber with a persistent session, resubscribing on every
@@ -966,7 +1009,7 @@ mod tests {
             return;
         }
         let dir = temp_dir("order");
-        let broker = Broker::start(&dir.join("broker")).await;
+        let broker = Broker::start(&dir, "", &[]);
         let topic = "shrike/test/order";
         let mut sub = Subscriber::start(broker.port, topic).await;
         let spool = Spool::open(dir.join("spool"), 1 << 20).unwrap();
@@ -1004,7 +1047,7 @@ mod tests {
             return;
         }
         let dir = temp_dir("renew");
-        let broker = Broker::start(&dir.join("broker")).await;
+        let broker = Broker::start(&dir, "", &[]);
         let topic = "shrike/test/renew";
         let mut sub = Subscriber::start(broker.port, topic).await;
         let spool = Spool::open(dir.join("spool"), 1 << 20).unwrap();
@@ -1038,7 +1081,7 @@ mod tests {
             return;
         }
         let dir = temp_dir("restart");
-        let mut broker = Broker::start(&dir.join("broker")).await;
+        let mut broker = Broker::start(&dir, "", &[]);
         let topic = "shrike/test/restart";
         let mut sub = Subscriber::start(broker.port, topic).await;
         let spool = Spool::open(dir.join("spool"), 1 << 20).unwrap();
@@ -1067,7 +1110,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let waiting = publisher.stats().pending;
         assert!(waiting >= during.len() as u64, "{waiting} messages spooled");
-        broker.restart().await;
+        broker.restart();
 
         let want: HashSet<Vec<u8>> = burst.iter().chain(&during).cloned().collect();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1104,7 +1147,7 @@ mod tests {
             return;
         }
         let dir = temp_dir("crash");
-        let mut broker = Broker::start(&dir.join("broker")).await;
+        let mut broker = Broker::start(&dir, "", &[]);
         let topic = "shrike/test/crash";
         let mut sub = Subscriber::start(broker.port, topic).await;
         // The broker is down while the first publisher runs: its messages
@@ -1122,7 +1165,7 @@ mod tests {
         drop(first);
         tokio::time::sleep(Duration::from_millis(100)).await;
 
-        broker.restart().await;
+        broker.restart();
         let spool = Spool::open(&spool_dir, 1 << 20).unwrap();
         assert_eq!(spool.len(), spooled.len());
         let second = Publisher::start(settings(broker.port, topic), spool).unwrap();
@@ -1267,11 +1310,13 @@ mod tests {
         let mut s = settings(free_port(), "shrike/test/full");
         s.reconnect_min = Duration::from_secs(1);
         s.reconnect_max = Duration::from_secs(1);
-        let record = 16 + 10;
+        let record = super::super::spool::HEADER as u64 + 10;
         let publisher = Publisher::start(s, Spool::open(dir.join("spool"), 5 * record).unwrap()).unwrap();
         for i in 0..8u8 {
             publisher.submit(Priority::Low, &[i; 10]).unwrap();
         }
+        // The spool's thread writes them (and drops for room) apart.
+        wait_until("the spool thread", Duration::from_secs(5), || publisher.stats().spool_dropped == 3).await;
         let st = publisher.stats();
         assert_eq!((st.pending, st.spool_dropped, st.spool.dropped_low), (5, 3, 3), "{st:?}");
         wait_until("a failed connection", Duration::from_secs(5), || {
@@ -1283,59 +1328,6 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A CA, a server certificate for `localhost` and a client certificate,
-    /// made with the openssl command; `None` if it is missing.
-    fn make_certificates(dir: &Path) -> Option<()> {
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl").args(args).current_dir(dir).output().ok()?;
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-            Some(())
-        };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        openssl(
-            &[
-                &["req", "-x509"],
-                &ec[..],
-                &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=shrike-test-ca", "-days", "2"],
-            ]
-            .concat(),
-        )?;
-        for (name, ext) in [
-            ("server", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n"),
-            ("client", "extendedKeyUsage=clientAuth\n"),
-        ] {
-            fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-            let (key, csr, pem, ext) =
-                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
-            openssl(
-                &[&["req"], &ec[..], &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]]
-                    .concat(),
-            )?;
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                &pem,
-                "-extfile",
-                &ext,
-            ])?;
-        }
-        for f in fs::read_dir(dir).unwrap().flatten() {
-            // mosquitto, under its own user, reads its key too.
-            fs::set_permissions(f.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-        }
-        Some(())
-    }
-
     /// Mutual TLS with the ring provider, against mosquitto's TLS listener
     /// that requires a client certificate.
     #[tokio::test]
@@ -1344,22 +1336,11 @@ mod tests {
             return;
         }
         let dir = temp_dir("tls-broker");
-        let certs = dir.join("certs");
-        fs::create_dir_all(&certs).unwrap();
-        fs::set_permissions(&certs, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        if make_certificates(&certs).is_none() {
-            eprintln!("skipping mutual_tls: no openssl command");
-            return;
-        }
-        let tls_port = free_port();
-        let c = |f: &str| certs.join(f).display().to_string();
-        let extra = format!(
-            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
-            c("ca.pem"),
-            c("server.pem"),
-            c("server.key")
-        );
-        let broker = Broker::start_with(&dir.join("broker"), Some((extra, tls_port))).await;
+        let pki = make_pki(&dir.join("certs"));
+        let certs = pki.dir.clone();
+        let mut cfg = BrokerConfig::new(&dir);
+        let tls_port = cfg.tls_listener(&pki, true, Auth::Anonymous);
+        let broker = cfg.start();
         let topic = "shrike/test/tls";
         let mut sub = Subscriber::start(broker.port, topic).await;
 
@@ -1446,9 +1427,16 @@ mod tests {
         }
 
         let mut k = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
-        let d: Vec<_> = (0..5).map(|_| k.next_delay().as_millis()).collect();
-        assert_eq!(d, vec![100, 200, 400, 500, 500]);
-        k.reset();
-        assert_eq!(k.next_delay(), Duration::from_millis(100));
+        let steps = [100, 200, 400, 500, 500];
+        let mut seen = std::collections::HashSet::new();
+        for round in 0..50 {
+            for step in steps {
+                let d = k.next_delay().as_millis();
+                assert!((step / 2..=step).contains(&d), "round {round}: {d} ms for a step of {step} ms");
+                seen.insert(d);
+            }
+            k.reset();
+        }
+        assert!(seen.len() > 20, "jittered: {seen:?}");
     }
 }

@@ -10,7 +10,7 @@ use super::{RecommendConfig, assess, load};
 #[derive(Debug, Clone, Args)]
 pub struct RecommendArgs {
     /// A policy file in Wazuh's SCA format (repeatable), besides Shrike's
-    /// built-in gateway policy.
+    /// built-in gateway policy [default: none].
     #[arg(long = "policy", value_name = "PATH")]
     pub policies: Vec<PathBuf>,
     /// Leave Shrike's built-in gateway policy out.
@@ -24,11 +24,11 @@ pub struct RecommendArgs {
     #[arg(long)]
     pub allow_commands: bool,
     /// A list of default credentials (`user:password` lines; repeatable),
-    /// besides the built-in one.
+    /// besides the built-in one [default: none].
     #[arg(long = "credentials", value_name = "FILE")]
     pub credentials: Vec<PathBuf>,
     /// CPU time the default-credential check may spend.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::units::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::units::parse_interval)]
     pub credential_budget: std::time::Duration,
     /// One JSON object per check instead of a table.
     #[arg(long)]

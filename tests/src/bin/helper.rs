@@ -29,6 +29,14 @@
 //!   the connection until the peer closes it.
 //! - `spawn-many N THREADS PROG ARG`: run `PROG ARG` N times over THREADS
 //!   threads, waiting for each.
+//! - `seccomp FILE`: from now on (and across `exec`), only the system calls
+//!   whose numbers FILE lists (one a line), of the native architecture, are
+//!   allowed; any other kills the process with SIGSYS (the deployment test
+//!   runs the agent under the unit's SystemCallFilter= this way).
+//! - `bpf-progs PID`: one line per BPF program PID holds (found by the
+//!   `prog_id` of its fds' fdinfo, read with BPF_OBJ_GET_INFO_BY_FD):
+//!   `bpf-prog id= name= xlated_insns= jited_bytes= verified_insns=`
+//!   (verified_insns, the verifier's count, is 0 before Linux 5.16).
 
 use std::{
     io::Write,
@@ -85,7 +93,18 @@ impl Args {
 }
 
 fn main() {
-    let mut args = Args { items: std::env::args().skip(1).collect(), pos: 0 };
+    // The signals the tests kill the helper with take their default action,
+    // whatever the test runner inherited (`nohup` ignores SIGHUP, and an
+    // ignored signal stays ignored across exec: the helper would live on).
+    for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2] {
+        // SAFETY: resetting a disposition to its default, before any thread.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // Lossy: the kernel matrix passes non-UTF-8 arguments after `exit CODE`.
+    let mut args = Args {
+        items: std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect(),
+        pos: 0,
+    };
     while args.pos < args.items.len() {
         let op = args.next("operation");
         match op.as_str() {
@@ -118,6 +137,7 @@ fn main() {
                 }
             }
             "exec" => exec(args.next("path"), args.rest()),
+            "seccomp" => seccomp(&args.next("file of syscall numbers")),
             "execveat" => {
                 let dir = args.next("directory");
                 execveat(dir, args.next("name"), args.rest())
@@ -130,15 +150,15 @@ fn main() {
                 let _ = t.join();
                 std::process::exit(101);
             }
-            "setuid" => id_call("setuid", libc::SYS_setuid, &[args.id("uid")]),
-            "setgid" => id_call("setgid", libc::SYS_setgid, &[args.id("gid")]),
+            "setuid" => id_call("setuid", SYS_SETUID, &[args.id("uid")]),
+            "setgid" => id_call("setgid", SYS_SETGID, &[args.id("gid")]),
             "setresuid" => {
                 let ids = [args.id("ruid"), args.id("euid"), args.id("suid")];
-                id_call("setresuid", libc::SYS_setresuid, &ids)
+                id_call("setresuid", SYS_SETRESUID, &ids)
             }
             "setresgid" => {
                 let ids = [args.id("rgid"), args.id("egid"), args.id("sgid")];
-                id_call("setresgid", libc::SYS_setresgid, &ids)
+                id_call("setresgid", SYS_SETRESGID, &ids)
             }
             "connect-tcp" => connect(libc::SOCK_STREAM, addr(&mut args)),
             "connect-udp" => connect(libc::SOCK_DGRAM, addr(&mut args)),
@@ -151,12 +171,98 @@ fn main() {
                 let threads: u64 = args.num("threads");
                 spawn_many(n, threads, args.next("program"), args.next("argument"));
             }
+            "bpf-progs" => bpf_progs(args.num("pid")),
             other => die(&format!("unknown operation {other:?}")),
         }
     }
 }
 
 extern "C" fn on_signal(_sig: libc::c_int) {}
+
+// The set*id syscalls glibc uses: on 32-bit arm the 32-bit-id ones
+// (setuid32...: the kernel's sys_setuid; plain setuid is sys_setuid16).
+#[cfg(not(target_arch = "arm"))]
+const SYS_SETUID: libc::c_long = libc::SYS_setuid;
+#[cfg(not(target_arch = "arm"))]
+const SYS_SETGID: libc::c_long = libc::SYS_setgid;
+#[cfg(not(target_arch = "arm"))]
+const SYS_SETRESUID: libc::c_long = libc::SYS_setresuid;
+#[cfg(not(target_arch = "arm"))]
+const SYS_SETRESGID: libc::c_long = libc::SYS_setresgid;
+#[cfg(target_arch = "arm")]
+const SYS_SETUID: libc::c_long = libc::SYS_setuid32;
+#[cfg(target_arch = "arm")]
+const SYS_SETGID: libc::c_long = libc::SYS_setgid32;
+#[cfg(target_arch = "arm")]
+const SYS_SETRESUID: libc::c_long = libc::SYS_setresuid32;
+#[cfg(target_arch = "arm")]
+const SYS_SETRESGID: libc::c_long = libc::SYS_setresgid32;
+
+/// `bpf-progs PID` (see the module documentation).
+fn bpf_progs(pid: u32) {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut ids = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(&dir).unwrap_or_else(|e| die(&format!("{dir}: {e}"))).flatten() {
+        // Programs' and links' fdinfo name the program (prog_id:).
+        let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("prog_id:")?.trim().parse::<u32>().ok()) {
+            ids.insert(id);
+        }
+    }
+    for id in ids {
+        // union bpf_attr for BPF_PROG_GET_FD_BY_ID: prog_id, next_id, open_flags.
+        let attr: [u32; 3] = [id, 0, 0];
+        // SAFETY: bpf(2) reads `size_of_val(&attr)` bytes of a valid attr.
+        let fd = unsafe {
+            libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, attr.as_ptr(), std::mem::size_of_val(&attr))
+        };
+        if fd < 0 {
+            say(&format!("bpf-prog id={id} errno={}", errno()));
+            continue;
+        }
+        // struct bpf_prog_info up to attach_btf_id (232 bytes): jited_prog_len
+        // @16, xlated_prog_len @20, name @64, verified_insns @216. A kernel
+        // with a shorter struct fills only its part (the rest stays 0).
+        let mut info = [0u64; 29];
+        // bpf_fd, info_len, info (a u64 pointer).
+        let mut attr = [0u32; 4];
+        attr[0] = fd as u32;
+        attr[1] = std::mem::size_of_val(&info) as u32;
+        let ptr = info.as_mut_ptr() as usize as u64;
+        attr[2] = ptr as u32;
+        attr[3] = (ptr >> 32) as u32;
+        // SAFETY: attr points to `info`, which outlives the call, with its length.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_OBJ_GET_INFO_BY_FD,
+                attr.as_mut_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        let e = errno();
+        // SAFETY: closes the fd opened above.
+        unsafe { libc::close(fd as i32) };
+        if ret < 0 {
+            say(&format!("bpf-prog id={id} errno={e}"));
+            continue;
+        }
+        // SAFETY: any bytes are valid u8s; the slice stays within `info`.
+        let bytes = unsafe { std::slice::from_raw_parts(info.as_ptr().cast::<u8>(), 232) };
+        let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+        let name = &bytes[64..80];
+        let name =
+            String::from_utf8_lossy(&name[..name.iter().position(|b| *b == 0).unwrap_or(16)]).into_owned();
+        say(&format!(
+            "bpf-prog id={id} name={name} xlated_insns={} jited_bytes={} verified_insns={}",
+            u32_at(20) / 8,
+            u32_at(16),
+            u32_at(216)
+        ));
+    }
+}
 
 /// Pins the calling thread to `cpu` (modulo the online CPUs).
 fn pin(cpu: usize) {
@@ -186,7 +292,8 @@ fn fork_exit(code: i32, far: bool) {
         // SAFETY: a cpu_set_t we own; then ends the child without running the
         // parent's atexit handlers.
         unsafe {
-            let n = libc::sysconf(libc::_SC_NPROCESSORS_ONLN);
+            // c_long: 32 bits on armv7.
+            let n = libc::sysconf(libc::_SC_NPROCESSORS_ONLN) as i64;
             if far && n > 1 && cpu >= 0 {
                 let mut set: libc::cpu_set_t = std::mem::zeroed();
                 libc::CPU_SET(((cpu as i64 + 1) % n) as usize, &mut set);
@@ -224,6 +331,60 @@ fn exec(path: String, rest: Vec<String>) {
     unsafe { libc::execv(cargs[0].as_ptr(), argv.as_ptr()) };
     say(&format!("exec errno={}", errno()));
     std::process::exit(100);
+}
+
+/// Installs a seccomp filter allowing only the syscall numbers listed in
+/// `file`, on the native architecture (no x32 calls on x86_64), with
+/// no_new_privs set; anything else kills the process.
+fn seccomp(file: &str) {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| die(&format!("{file}: {e}")));
+    let nrs: Vec<u32> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().parse().unwrap_or_else(|_| die(&format!("{file}: bad number {l:?}"))))
+        .collect();
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xc000_00b7; // AUDIT_ARCH_AARCH64
+    #[cfg(target_arch = "arm")]
+    const ARCH: u32 = 0x4000_0028; // AUDIT_ARCH_ARM
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const JGE_K: u16 = 0x35;
+    const RET_K: u16 = 0x06;
+    const ALLOW: u32 = 0x7fff_0000;
+    const KILL_PROCESS: u32 = 0x8000_0000;
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    // seccomp_data: nr at offset 0, arch at 4.
+    let mut prog = vec![
+        op(LD_W_ABS, 0, 0, 4),
+        op(JEQ_K, 1, 0, ARCH),
+        op(RET_K, 0, 0, KILL_PROCESS),
+        op(LD_W_ABS, 0, 0, 0),
+        // x32 calls (__X32_SYSCALL_BIT) are not native.
+        op(JGE_K, 0, 1, 0x4000_0000),
+        op(RET_K, 0, 0, KILL_PROCESS),
+    ];
+    for nr in nrs {
+        prog.push(op(JEQ_K, 0, 1, nr));
+        prog.push(op(RET_K, 0, 0, ALLOW));
+    }
+    prog.push(op(RET_K, 0, 0, KILL_PROCESS));
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
+    // SAFETY: prctl with integer arguments, then with a pointer to a filter
+    // program that outlives the call (the kernel copies it).
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            die(&format!("PR_SET_NO_NEW_PRIVS: errno {}", errno()));
+        }
+        if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog as *const libc::sock_fprog)
+            != 0
+        {
+            die(&format!("PR_SET_SECCOMP: errno {}", errno()));
+        }
+    }
+    say(&format!("seccomp allowed={}", (prog.len() - 7) / 2));
 }
 
 /// execveat(open(DIR), NAME, [NAME, rest...], {}, 0).

@@ -1,7 +1,7 @@
-//! Support of `hub.rs`: a real mosquitto on loopback ports, a real MQTT
-//! subscriber (rumqttc), `shrike run` as a child process, a test PKI made with
-//! openssl, the message schemas, and a fake IoT Hub endpoint over TLS that
-//! reads the CONNECT packet (to check the SAS token mosquitto cannot check).
+//! Support of `hub.rs`: `shrike run` as a child process, the message
+//! schemas, and a fake IoT Hub endpoint over TLS that reads the CONNECT
+//! packet (to check the SAS token mosquitto cannot check). The broker, the
+//! subscriber and the test PKI are the shared harness `shrike_tests::broker`.
 //!
 //! Included (`mod hub_support;`) by several test crates, each of which uses
 //! a part of it: what one leaves unused is not dead.
@@ -11,252 +11,21 @@ use std::{
     collections::HashMap,
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{
-        Arc, Condvar, Mutex, OnceLock,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Condvar, Mutex, OnceLock},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use jsonschema::{Draft, Retrieve, Uri, Validator};
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use rumqttc::Packet;
 use serde_json::Value;
 
-pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
-
-/// Polls `f` every 20 ms until it holds or `limit` passes; returns whether it held.
-pub fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn chmod(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
-}
-
-// ---------------------------------------------------------------------------
-// mosquitto
-
-/// A mosquitto with its config, persistence and log in `dir`. The first
-/// listener (`port`) is plain and anonymous (the subscriber's); `extra` adds
-/// listeners with their own settings (`per_listener_settings true`). Stopped
-/// (SIGTERM, then SIGKILL) when dropped.
-pub struct Broker {
-    dir: PathBuf,
-    conf: PathBuf,
-    pub port: u16,
-    ports: Vec<u16>,
-    child: Option<Child>,
-}
-
-impl Broker {
-    pub fn start(dir: &Path, extra: &str, extra_ports: &[u16]) -> Broker {
-        assert!(
-            Path::new(MOSQUITTO).exists(),
-            "{MOSQUITTO} is missing: install the Debian package mosquitto"
-        );
-        let dir = dir.join("broker");
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = shrike_tests::free_port("127.0.0.1");
-        let conf = dir.join("mosquitto.conf");
-        // `user root`: started as root, mosquitto would switch to the user
-        // `mosquitto`, which cannot write in the test's directory.
-        // Persistence keeps the subscriber's session (and the messages queued
-        // for it) across a broker restart.
-        let text = format!(
-            "per_listener_settings true\nuser root\npersistence true\npersistence_location {}/\n\
-             log_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
-             listener {port} 127.0.0.1\nallow_anonymous true\n{extra}",
-            dir.display(),
-            dir.join("mosquitto.log").display()
-        );
-        std::fs::write(&conf, text).unwrap();
-        let mut ports = vec![port];
-        ports.extend_from_slice(extra_ports);
-        let mut b = Broker { dir, conf, port, ports, child: None };
-        b.restart();
-        b
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
-    }
-
-    /// Starts it (again, on the same ports) and waits until every listener accepts.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "broker already running");
-        let child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&self.conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting mosquitto");
-        self.child = Some(child);
-        let ports = self.ports.clone();
-        let up = poll_until(Duration::from_secs(10), || {
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("mosquitto exited ({st}); its log:\n{}", self.log());
-            }
-            ports.iter().all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
-        });
-        assert!(up, "mosquitto does not listen on {ports:?}; its log:\n{}", self.log());
-    }
-
-    /// SIGTERM (mosquitto saves its sessions), waits for the exit.
-    pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        // SAFETY: signals our own, not yet reaped, child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let done = poll_until(Duration::from_secs(5), || matches!(child.try_wait(), Ok(Some(_))));
-        if !done {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Adds a user to a mosquitto password file (created if missing).
-pub fn mosquitto_passwd(file: &Path, user: &str, password: &str) {
-    let mut cmd = Command::new("mosquitto_passwd");
-    if !file.exists() {
-        cmd.arg("-c");
-    }
-    shrike_tests::run_ok(cmd.arg("-b").arg(file).args([user, password]));
-    chmod(file, 0o600);
-}
-
-// ---------------------------------------------------------------------------
-// Subscriber
-
-#[derive(Clone, Debug)]
-pub struct Received {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub at: Instant,
-}
-
-impl Received {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
-            panic!("not JSON on {}: {e}: {}", self.topic, String::from_utf8_lossy(&self.payload))
-        })
-    }
-}
-
-#[derive(Default)]
-struct SubState {
-    msgs: Vec<Received>,
-    subscribed: bool,
-}
-
-/// A QoS 1 subscriber with a persistent session (`clean_session = false`):
-/// across a broker restart it misses nothing published meanwhile.
-pub struct Subscriber {
-    client: Client,
-    shared: Arc<(Mutex<SubState>, Condvar)>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Subscriber {
-    pub fn start(port: u16, filter: &str) -> Subscriber {
-        let id = shrike_tests::marker("sub");
-        let mut o = MqttOptions::new(id, "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(5))
-            .set_clean_session(false)
-            .set_max_packet_size(4 << 20, 4 << 20);
-        let (client, mut connection) = Client::new(o, 16);
-        client.subscribe(filter, QoS::AtLeastOnce).expect("queueing SUBSCRIBE");
-        let shared = Arc::new((Mutex::new(SubState::default()), Condvar::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        {
-            let shared = Arc::clone(&shared);
-            let stop = Arc::clone(&stop);
-            // Detached: it ends at its next event after `stop` is set.
-            std::thread::spawn(move || {
-                for ev in connection.iter() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    match ev {
-                        Ok(Event::Incoming(Packet::Publish(p))) => {
-                            let r = Received {
-                                topic: p.topic.clone(),
-                                payload: p.payload.to_vec(),
-                                at: Instant::now(),
-                            };
-                            shared.0.lock().unwrap().msgs.push(r);
-                            shared.1.notify_all();
-                        }
-                        Ok(Event::Incoming(Packet::SubAck(_))) => {
-                            shared.0.lock().unwrap().subscribed = true;
-                            shared.1.notify_all();
-                        }
-                        Ok(_) => {}
-                        // The broker is away: rumqttc reconnects at the next poll.
-                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                    }
-                }
-            });
-        }
-        let s = Subscriber { client, shared, stop };
-        let ok = s.wait(Duration::from_secs(10), |st| st.subscribed);
-        assert!(ok, "the subscriber got no SUBACK from the broker on port {port}");
-        s
-    }
-
-    fn wait(&self, limit: Duration, mut f: impl FnMut(&SubState) -> bool) -> bool {
-        let deadline = Instant::now() + limit;
-        let mut st = self.shared.0.lock().unwrap();
-        loop {
-            if f(&st) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            st = self.shared.1.wait_timeout(st, (deadline - now).min(Duration::from_millis(100))).unwrap().0;
-        }
-    }
-
-    /// Every message received so far.
-    pub fn messages(&self) -> Vec<Received> {
-        self.shared.0.lock().unwrap().msgs.clone()
-    }
-
-    /// Waits (at most `limit`) until `f(messages)` holds; false if it never did.
-    pub fn wait_until(&self, limit: Duration, mut f: impl FnMut(&[Received]) -> bool) -> bool {
-        self.wait(limit, |st| f(&st.msgs))
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.client.try_disconnect();
-    }
-}
+#[allow(unused_imports, reason = "each includer uses a part of the shared harness")]
+pub use shrike_tests::broker::{
+    Auth, Broker, BrokerConfig, MOSQUITTO, Pki, Received, Subscriber, make_pki, mosquitto_passwd, poll_until,
+};
 
 // ---------------------------------------------------------------------------
 // `shrike run`
@@ -415,7 +184,9 @@ impl RunAgent {
 
     /// SIGKILL: a crash, nothing flushed.
     pub fn kill9(mut self) -> Vec<String> {
-        self.finish(libc::SIGKILL, Duration::from_secs(10)).1
+        // A killed agent's exit still releases ~120 probe links in the
+        // kernel (RCU waits): seconds, and over 10 s on a loaded machine.
+        self.finish(libc::SIGKILL, Duration::from_secs(30)).1
     }
 }
 
@@ -460,10 +231,19 @@ pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
 }
 
 /// `key: N` in a `Debug`-printed struct of a log line (`spool_dropped: 3`).
+/// Also `key=N` or `group.key=N` of a `key=value` counters line (the agent's
+/// stop lines print `telemetry::fields`, which leaves zero values out: a key
+/// absent from such a line is 0).
 pub fn stat(line: &str, key: &str) -> u64 {
-    let pat = format!("{key}: ");
-    let at = line.find(&pat).unwrap_or_else(|| panic!("no {key} in {line}")) + pat.len();
-    line[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+    for pat in [format!("{key}: "), format!(" {key}="), format!(".{key}=")] {
+        if let Some(at) = line.find(&pat) {
+            let at = at + pat.len();
+            return line[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap();
+        }
+    }
+    // A Debug-printed struct prints every field: absence is a wrong key.
+    assert!(!line.contains(" { "), "no {key} in {line}");
+    0
 }
 
 /// `key=N` of a tracing log line (`messages=12`).
@@ -562,55 +342,6 @@ pub fn hits(item: &Value) -> u64 {
 pub fn run_true(args: &[&str]) {
     let st = Command::new("/bin/true").args(args).status().expect("spawning /bin/true");
     assert!(st.success());
-}
-
-// ---------------------------------------------------------------------------
-// Test PKI
-
-/// CA `ca.pem`, server `server.pem`/`server.key` (SAN localhost and
-/// 127.0.0.1), client `client.pem`/`client.key`, made with openssl in `dir`.
-pub fn make_pki(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let openssl = |args: &[&str]| {
-        shrike_tests::run_ok(Command::new("openssl").args(args).current_dir(dir));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509"],
-            &ec[..],
-            &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=shrike-hub-test-ca", "-days", "2"],
-        ]
-        .concat(),
-    );
-    for (name, ext) in [
-        ("server", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
-        ("client", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-        let (key, csr, pem, ext) =
-            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
-        openssl(
-            &[&["req"], &ec[..], &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat(),
-        );
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &pem,
-            "-extfile",
-            &ext,
-        ]);
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -13,9 +13,7 @@
 //! reason; the agent then learns again from scratch.
 
 use std::{
-    fs,
-    io::{Read, Write},
-    os::unix::fs::OpenOptionsExt,
+    io::Read,
     path::{Path, PathBuf},
 };
 
@@ -95,7 +93,8 @@ fn truncate(s: &str) -> String {
 
 /// Reads and checks the profile at `path`.
 pub fn read(path: &Path) -> Result<Profile, LoadError> {
-    let f = match fs::File::open(path) {
+    // Not through a link, and only a file of root's or the agent's user.
+    let f = match crate::ownfile::open_own(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::Missing),
         Err(e) => return Err(LoadError::Io(e)),
@@ -113,40 +112,23 @@ pub fn read(path: &Path) -> Result<Profile, LoadError> {
 /// made while the agent runs).
 pub fn read_id(path: &Path) -> Option<String> {
     let mut buf = [0u8; 256];
-    let n = fs::File::open(path).ok()?.read(&mut buf).ok()?;
+    let n = crate::ownfile::open_own(path).ok()?.read(&mut buf).ok()?;
     let line = std::str::from_utf8(&buf[..n]).ok()?.split('\n').next()?;
     let f: Vec<&str> = line.split(' ').collect();
     (f.len() == 5 && f[0] == MAGIC).then(|| f[2].to_owned())
 }
 
-/// Writes `p` to `path` atomically (temporary file, fsync, rename, fsync of
-/// the folder), creating the folder (mode 0700) if needed.
+/// Writes `p` to `path` atomically (a new 0600 temporary file per process,
+/// fsync, rename, fsync of the folder), creating the folder (mode 0700) if
+/// needed; a link planted at either name is replaced, never followed.
 pub fn write(path: &Path, p: &Profile) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    // Per process: two writers (an agent and `shrike baseline reset`) never
-    // share a temporary file.
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let res = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(&encode(p))?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // The rename itself is durable once the folder is synced.
-        fs::File::open(dir)?.sync_all()
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
+    crate::ownfile::write_atomic(path, &encode(p))
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::{super::profile::Aspect, *};
 
     fn sample() -> Profile {

@@ -43,7 +43,7 @@ pub enum RulesCommand {
         /// The recording (JSON lines; lines of other kinds are passed over).
         #[arg(long, value_name = "FILE.jsonl")]
         events: PathBuf,
-        /// Switches a rule off by its id (repeatable).
+        /// Switches a rule off by its id (repeatable) [default: none].
         #[arg(long = "disable-rule", value_name = "ID")]
         disable_rules: Vec<String>,
     },
@@ -53,9 +53,11 @@ pub enum RulesCommand {
     Bench {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
-        /// A recording to replay instead of the built-in mix.
+        /// A recording to replay instead of the built-in mix [default: the
+        /// built-in mix].
         #[arg(long, value_name = "FILE.jsonl")]
         events: Option<PathBuf>,
+        /// Times the events are replayed through the rules.
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },

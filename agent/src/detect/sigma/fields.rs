@@ -35,7 +35,16 @@ pub enum Category {
     /// `TargetFilename` the new one). Sigma's `file_change` (a file's
     /// creation time changed) is not fed: Shrike does not watch timestamps.
     FileRename,
+    /// `sdk`: events other programs report through the SDK socket, one
+    /// Sigma event per payload item: `Name`, `EventType`, `Category`, the
+    /// sender's `Image`, `User` and `ProcessId`, then every field of the
+    /// item by its name and `ExtraDetails.KEY` (any field name is allowed:
+    /// the kinds are the senders').
+    Sdk,
 }
+
+/// The fields every `sdk` event has (the payload's come on top).
+pub const SDK_FIELDS: &[&str] = &["Name", "EventType", "Category", "Image", "User", "ProcessId"];
 
 /// Fields of the file categories (`file_rename` adds `SourceFilename`).
 pub const FILE_FIELDS: &[&str] = &["TargetFilename", "Image", "CommandLine", "User", "ProcessId"];
@@ -71,12 +80,13 @@ pub const NETWORK_FIELDS: &[&str] = &[
 ];
 
 impl Category {
-    pub const ALL: [Category; 5] = [
+    pub const ALL: [Category; 6] = [
         Category::Process,
         Category::Network,
         Category::FileEvent,
         Category::FileDelete,
         Category::FileRename,
+        Category::Sdk,
     ];
 
     /// The logsource `category` value.
@@ -87,6 +97,7 @@ impl Category {
             Category::FileEvent => "file_event",
             Category::FileDelete => "file_delete",
             Category::FileRename => "file_rename",
+            Category::Sdk => "sdk",
         }
     }
 
@@ -100,6 +111,7 @@ impl Category {
             Category::Network => NETWORK_FIELDS,
             Category::FileEvent | Category::FileDelete => FILE_FIELDS,
             Category::FileRename => FILE_RENAME_FIELDS,
+            Category::Sdk => SDK_FIELDS,
         }
     }
 
@@ -115,6 +127,7 @@ impl Category {
                 "rename" => Some(Category::FileRename),
                 _ => None,
             },
+            Body::Sdk(_) => Some(Category::Sdk),
             _ => None,
         }
     }
@@ -166,6 +179,8 @@ pub struct View<'a> {
     cmdline: Option<&'a str>,
     parent_cmdline: Option<&'a str>,
     net: Option<Net<'a>>,
+    /// `sdk`: the payload item at hand.
+    item: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A connection's sides as Sysmon names them: the source initiated it.
@@ -203,7 +218,41 @@ impl<'a> View<'a> {
             }
             _ => None,
         };
-        Some(View { ev, cat, cmdline, parent_cmdline, net })
+        Some(View { ev, cat, cmdline, parent_cmdline, net, item: None })
+    }
+
+    /// One payload item of an `sdk` event.
+    pub fn sdk(ev: &'a Event, item: &'a serde_json::Map<String, serde_json::Value>) -> View<'a> {
+        View { ev, cat: Category::Sdk, cmdline: None, parent_cmdline: None, net: None, item: Some(item) }
+    }
+
+    /// An `sdk` event's own fields, then its item's.
+    fn sdk_field(&self, name: &str) -> Option<EventValue<'_>> {
+        use serde_json::Value;
+        let Body::Sdk(sdk) = &self.ev.body else { return None };
+        let s = |v: &'a str| Some(EventValue::Str(Cow::Borrowed(v)));
+        match name {
+            "Name" => return Some(EventValue::Str(Cow::Borrowed(sdk.event.name()))),
+            "EventType" => return s(sdk_event_type(sdk.event.event_type())),
+            "Category" => {
+                return s(match sdk.event.category() {
+                    shrike_common::schema::Category::Triggered => "Triggered",
+                    shrike_common::schema::Category::Periodic => "Periodic",
+                });
+            }
+            _ => {}
+        }
+        let item = self.item?;
+        let v = match name.strip_prefix("ExtraDetails.") {
+            Some(key) => item.get("ExtraDetails")?.get(key)?,
+            None => item.get(name)?,
+        };
+        match v {
+            Value::String(t) => Some(EventValue::Str(Cow::Borrowed(t))),
+            Value::Bool(b) => Some(EventValue::Bool(*b)),
+            Value::Number(n) => n.as_i64().map(EventValue::Int).or_else(|| n.as_f64().map(EventValue::Float)),
+            _ => None,
+        }
     }
 
     pub fn category(&self) -> Category {
@@ -213,7 +262,11 @@ impl<'a> View<'a> {
     /// The value of one field of the table (`None`: absent for this event).
     pub fn field(&self, name: &str) -> Option<EventValue<'_>> {
         let ev = self.ev;
-        let s = |v: &'a str| Some(EventValue::Str(Cow::Borrowed(v)));
+        // Kernel text escapes its backslashes (`\\`): rules see one.
+        let s = |v: &'a str| Some(EventValue::Str(crate::events::text::matchable(v)));
+        if self.cat == Category::Sdk && !matches!(name, "Image" | "User" | "ProcessId") {
+            return self.sdk_field(name);
+        }
         match (self.cat, name) {
             (_, "Image") => match &ev.body {
                 // The path the kernel executed (the process table's exe for
@@ -276,13 +329,27 @@ impl<'a> View<'a> {
         }
     }
 
-    /// Every field of the category with a value, in table order.
-    fn each(&self, mut f: impl FnMut(&'static str, EventValue<'_>)) {
+    /// Every field of the category with a value, in table order (an `sdk`
+    /// event's payload fields after them).
+    fn each(&self, mut f: impl FnMut(&str, EventValue<'_>)) {
         for name in self.cat.fields() {
             if let Some(v) = self.field(name) {
                 f(name, v);
             }
         }
+        for k in self.item.iter().flat_map(|m| m.keys()).filter(|k| *k != "ExtraDetails") {
+            if let Some(v) = self.sdk_field(k) {
+                f(k, v);
+            }
+        }
+    }
+}
+
+fn sdk_event_type(t: shrike_common::schema::EventType) -> &'static str {
+    match t {
+        shrike_common::schema::EventType::Security => "Security",
+        shrike_common::schema::EventType::Operational => "Operational",
+        shrike_common::schema::EventType::Diagnostic => "Diagnostic",
     }
 }
 

@@ -424,7 +424,9 @@ pub fn check_detection<'a>(
                             _ => {}
                         }
                     }
+                    // An sdk event has the fields its sender gave it.
                     if let Some(name) = &item.field.name
+                        && cat != Category::Sdk
                         && !cat.fields().contains(&name.as_str())
                         && unknown.is_none()
                     {

@@ -159,6 +159,7 @@ fn cat_index(c: Category) -> usize {
         Category::FileEvent => 2,
         Category::FileDelete => 3,
         Category::FileRename => 4,
+        Category::Sdk => 5,
     }
 }
 
@@ -186,6 +187,10 @@ impl SigmaEngine {
             }
             Body::Exit(_) => {
                 self.cmdlines.map.remove(&ev.pid);
+                return;
+            }
+            Body::Sdk(sdk) => {
+                self.observe_sdk(ev, sdk, out);
                 return;
             }
             _ => return,
@@ -227,6 +232,28 @@ impl SigmaEngine {
         }
         if *keep_cmdlines && let Body::Exec(_) = &ev.body {
             cmdlines.insert(ev.pid, Arc::from(line.as_str()));
+        }
+    }
+}
+
+impl SigmaEngine {
+    /// An SDK event: each payload item is one Sigma event.
+    fn observe_sdk(&mut self, ev: &Event, sdk: &crate::sdk::Sdk, out: &mut Vec<Alert>) {
+        let Self { engines, corr, meta, .. } = self;
+        let Some(engine) = engines[cat_index(Category::Sdk)].as_ref() else { return };
+        for item in sdk.event.payload_json() {
+            let view = View::sdk(ev, &item);
+            let dets = engine.evaluate(&view);
+            if dets.is_empty() {
+                continue;
+            }
+            let results = match corr {
+                Some(c) => c.process_with_detections(&view, dets, ev.time.timestamp()),
+                None => dets,
+            };
+            for r in results {
+                out.push(alert_of(meta, r, ev));
+            }
         }
     }
 }
@@ -557,6 +584,8 @@ fn uses_remembered_cmdline(cat: Category, rule: &rsigma_parser::SigmaRule) -> bo
         Category::Network | Category::FileEvent | Category::FileDelete | Category::FileRename => {
             "CommandLine"
         }
+        // No command line: the sender's is not recorded.
+        Category::Sdk => return false,
     };
     fn walk(d: &rsigma_parser::Detection, field: &str) -> bool {
         use rsigma_parser::Detection as D;

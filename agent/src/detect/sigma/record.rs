@@ -1,7 +1,7 @@
 //! Recorded `shrike events` output back into [`Event`]s, so `shrike rules
 //! test` reads fields through the same table ([`super::fields::View`]) as the
 //! live agent. Only the kinds Sigma looks at are rebuilt (exec, fork, exit,
-//! connect, accept, file); other lines are passed over.
+//! connect, accept, file, sdk); other lines are passed over.
 
 use serde_json::Value;
 
@@ -50,6 +50,7 @@ pub fn event_of_json(v: &Value) -> Result<Option<Event>, String> {
         "connect" => Body::Connect(sock(v)?),
         "accept" => Body::Accept(sock(v)?),
         "file" => Body::File(file(v)?),
+        "sdk" => Body::Sdk(Box::new(sdk(v)?)),
         _ => return Ok(None),
     };
     let time = v
@@ -140,4 +141,23 @@ fn file(v: &Value) -> Result<crate::events::file::File, String> {
         resolved_from: None,
         raw: Default::default(),
     })
+}
+
+/// An `sdk` line: the event as its sender's agent accepted it.
+fn sdk(v: &Value) -> Result<crate::sdk::Sdk, String> {
+    let mut obj = serde_json::Map::new();
+    for (from, to) in [
+        ("name", "Name"),
+        ("event_type", "EventType"),
+        ("category", "Category"),
+        ("id", "Id"),
+        ("timestamp", "TimestampUTC"),
+    ] {
+        if let Some(x) = v.get(from) {
+            obj.insert(to.into(), x.clone());
+        }
+    }
+    obj.insert("Payload".into(), v.get("payload").cloned().ok_or("sdk without \"payload\"")?);
+    let event = shrike_common::sdk::parse_object(obj, chrono::Utc::now()).map_err(|e| format!("sdk: {e}"))?;
+    Ok(crate::sdk::Sdk { event })
 }

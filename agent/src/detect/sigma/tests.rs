@@ -422,6 +422,16 @@ fn wildcards_and_escapes() {
         &[exec("/usr/bin/printf", &["printf", "a\\xyz"])],
         &[exec("/usr/bin/printf", &["printf", "axyz"])],
     );
+    // Kernel text escapes a backslash (`\\`, events/text.rs): the rule still
+    // sees one.
+    let from_kernel = crate::events::text::escape(b"a\\xyz");
+    assert_eq!(from_kernel, "a\\\\xyz");
+    check(
+        PROC,
+        "    sel:\n        CommandLine: 'printf a\\\\x*'\n    condition: sel",
+        &[exec("/usr/bin/printf", &["printf", &from_kernel])],
+        &[exec("/usr/bin/printf", &["printf", "axyz"])],
+    );
 }
 
 #[test]
@@ -918,4 +928,60 @@ fn file_event_delete_and_rename_categories() {
     );
     assert_eq!(r.loaded(), 0);
     assert_eq!(r.skipped_rules.len(), 1, "{:?}", r.skipped_rules);
+}
+
+// ---------------------------------------------------------------------------
+// SDK events (logsource category `sdk`)
+
+fn sdk_event(line: &str) -> Event {
+    let ev = shrike_common::sdk::parse_line(line.as_bytes(), t(0)).expect("a valid SDK line");
+    header(5, 77, "/usr/bin/doorman", Body::Sdk(Box::new(crate::sdk::Sdk { event: ev })))
+}
+
+#[test]
+fn sdk_events_match_by_name_and_payload_fields() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/rules/sdk");
+    let (e, r) = compile(&[root], &BTreeSet::new());
+    assert!(r.errors.is_empty() && r.skipped.is_empty(), "{r:?}");
+    let mut e = e.expect("the sdk rule loads");
+    let forced = sdk_event(r#"{"Name":"DoorOpened","Payload":[{"Door":"cabinet-2","Forced":true}]}"#);
+    let a = fires(&mut e, &forced);
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(&*a[0].rule, "shrike-test-sdk-door");
+    assert_eq!(a[0].event.pid, 77);
+    // Look-alikes: not forced, another door, another Name, the second item.
+    for line in [
+        r#"{"Name":"DoorOpened","Payload":[{"Door":"cabinet-2","Forced":false}]}"#,
+        r#"{"Name":"DoorOpened","Payload":[{"Door":"gate","Forced":true}]}"#,
+        r#"{"Name":"DoorClosed","Payload":[{"Door":"cabinet-2","Forced":true}]}"#,
+    ] {
+        assert!(fires(&mut e, &sdk_event(line)).is_empty(), "{line}");
+    }
+    // Each payload item is a Sigma event of its own.
+    let two =
+        sdk_event(r#"{"Name":"DoorOpened","Payload":[{"Door":"gate"},{"Door":"cabinet","Forced":true}]}"#);
+    assert_eq!(fires(&mut e, &two).len(), 1);
+
+    // The event's own fields, numbers, ExtraDetails and the sender's header.
+    check(
+        "sdk",
+        "    sel:\n        EventType: Operational\n        Tries|gte: 3\n        ExtraDetails.Site: north\n        Image: /usr/bin/doorman\n    condition: sel",
+        &[sdk_event(
+            r#"{"Name":"Tamper","EventType":"Operational","Payload":[{"Tries":4,"ExtraDetails":{"Site":"north"}}]}"#,
+        )],
+        &[
+            sdk_event(
+                r#"{"Name":"Tamper","EventType":"Operational","Payload":[{"Tries":2,"ExtraDetails":{"Site":"north"}}]}"#,
+            ),
+            sdk_event(r#"{"Name":"Tamper","Payload":[{"Tries":4,"ExtraDetails":{"Site":"north"}}]}"#),
+        ],
+    );
+    // Other categories' rules never see SDK events.
+    let mut p = engine(&rule(PROC, "    sel:\n        Image|endswith: doorman\n    condition: sel"));
+    assert!(fires(&mut p, &forced).is_empty());
+
+    // A recorded `sdk` line reads back for `shrike rules test`.
+    let line = serde_json::to_string(&forced).unwrap();
+    let back = record::event_of_line(&line).unwrap().expect("an sdk line is an event");
+    assert_eq!(back.body, forced.body, "{line}");
 }
