@@ -123,6 +123,34 @@ fn run(mut cmd: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `/sys/kernel/rcu_expedited` set to 1 while alive, its old value back
+/// when dropped (nothing when not root or the file is missing: the tests
+/// then only take longer).
+struct RcuExpedited(Option<String>);
+
+impl RcuExpedited {
+    const PATH: &'static str = "/sys/kernel/rcu_expedited";
+
+    fn enable() -> RcuExpedited {
+        let Ok(old) = std::fs::read_to_string(Self::PATH) else { return RcuExpedited(None) };
+        match std::fs::write(Self::PATH, "1") {
+            Ok(()) => RcuExpedited(Some(old.trim().to_owned())),
+            Err(e) => {
+                eprintln!("xtask: {} not set ({e}): agent stops take longer", Self::PATH);
+                RcuExpedited(None)
+            }
+        }
+    }
+}
+
+impl Drop for RcuExpedited {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write(Self::PATH, old);
+        }
+    }
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc_geteuid() == 0 }
@@ -294,6 +322,13 @@ fn main() -> anyhow::Result<()> {
                 s.arg("-E").arg(it.get_program()).args(it.get_args()).current_dir(root());
                 it = s;
             }
+            // Each agent a test stops releases ~100 tracepoint perf events,
+            // and the kernel waits for an RCU grace period for each one
+            // (6-8 s a stop on this 2-core VM, ~1.4 s expedited): with ~150
+            // agents stopped, that wait was a quarter of the test time. The
+            // tests do not measure stop time (`cargo xtask bench` does, with
+            // the kernel's default), so they run with expedited grace periods.
+            let _rcu = RcuExpedited::enable();
             let (status, it) = testsum::run("integration tests", it)?;
             testsum::print(&[unit, it]);
             if !status.success() {

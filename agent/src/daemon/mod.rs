@@ -266,10 +266,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
 
-    // Drain the kernel, then send everything pending (aggregates included).
-    // Bounded: the probes are still attached, and a busy machine never goes
-    // 300 ms without an event (the agent would never exit).
-    let drain_end = Instant::now() + Duration::from_secs(1);
+    // Detach, drain the kernel, then send everything pending (aggregates
+    // included). Detached first, as `shrike events` does: with the programs
+    // attached a busy machine never lets the readers go quiet, and the lost
+    // counters read below would miss records still in the buffers.
+    probes.detach();
+    let drain_end = Instant::now() + Duration::from_secs(3);
     while let Ok(Some(batch)) =
         tokio::time::timeout_at(drain_end.min(Instant::now() + Duration::from_millis(300)), rx.recv()).await
     {
