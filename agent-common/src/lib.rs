@@ -452,6 +452,67 @@ pub struct Config {
     pub o_nofollow: u32,
 }
 
+/// Offsets of the tracepoint fields the kernel programs read, for the
+/// kernel's word size. `long` and pointers are 8 bytes on a 64-bit kernel and
+/// 4 on a 32-bit one (armhf), and every field after one moves with it. The
+/// kernel programs read at these offsets (`bpf_target_arch` names the
+/// kernel's architecture in their build); the agent, built for the same
+/// architecture, checks each against the tracepoint's `format` file before it
+/// attaches (agent/src/probes/compat.rs), so a kernel laid out otherwise
+/// skips that probe with the reason.
+pub mod layout {
+    /// Bytes of a `long` or pointer in the kernel's records.
+    #[cfg(any(bpf_target_arch = "arm", all(not(target_arch = "bpf"), target_pointer_width = "32")))]
+    pub const LONG: usize = 4;
+    /// Bytes of a `long` or pointer in the kernel's records.
+    #[cfg(not(any(bpf_target_arch = "arm", all(not(target_arch = "bpf"), target_pointer_width = "32"))))]
+    pub const LONG: usize = 8;
+
+    /// `off` rounded up to a `long`'s alignment.
+    const fn align(off: usize) -> usize {
+        off.div_ceil(LONG) * LONG
+    }
+
+    /// `syscalls/sys_enter_*`, `sys_exit_*`: `int __syscall_nr` after the
+    /// 8-byte common header.
+    pub const SYS_NR: usize = 8;
+    /// `syscalls/sys_enter_*`: argument `i`, one `long` each (16, 24, 32…
+    /// on 64-bit; 12, 16, 20… on 32-bit).
+    pub const fn sys_arg(i: usize) -> usize {
+        align(12) + LONG * i
+    }
+    /// `syscalls/sys_exit_*`: `long ret`.
+    pub const SYS_RET: usize = align(12);
+
+    /// `sched/sched_process_exec`: `__data_loc filename`, `pid_t pid`, `pid_t old_pid`.
+    pub const EXEC_PID: usize = 12;
+    pub const EXEC_OLD_PID: usize = 16;
+    /// `sched/sched_process_exit`: `char comm[16]`, `pid_t pid`.
+    pub const EXIT_PID: usize = 24;
+    /// `task/task_newtask`: `pid_t pid`, `char comm[16]`, `unsigned long clone_flags`.
+    pub const NEWTASK_PID: usize = 8;
+    pub const NEWTASK_CLONE_FLAGS: usize = align(28);
+    /// `signal/signal_generate`: `int sig, errno, code`, `char comm[16]`,
+    /// `pid_t pid`, `int group, result`.
+    pub const GENERATE_SIG: usize = 8;
+    pub const GENERATE_PID: usize = 36;
+    pub const GENERATE_RESULT: usize = 44;
+    /// `signal/signal_deliver`: `int sig, errno, code`, `unsigned long sa_handler`.
+    pub const DELIVER_SIG: usize = 8;
+    pub const DELIVER_SA_HANDLER: usize = align(20);
+    /// `sock/inet_sock_set_state` and `tcp/tcp_receive_reset`: `const void *skaddr`.
+    pub const SOCK_SKADDR: usize = 8;
+    /// `sock/inet_sock_set_state`, after `skaddr`: `int oldstate, newstate`,
+    /// `__u16 sport, dport, family, protocol`, `__u8 saddr[4], daddr[4]`,
+    /// `__u8 saddr_v6[16], daddr_v6[16]`.
+    pub const SOCK_OLDSTATE: usize = SOCK_SKADDR + LONG;
+    pub const SOCK_NEWSTATE: usize = SOCK_OLDSTATE + 4;
+    pub const SOCK_SPORT: usize = SOCK_OLDSTATE + 8;
+    pub const SOCK_FAMILY: usize = SOCK_OLDSTATE + 12;
+    pub const SOCK_SADDR: usize = SOCK_OLDSTATE + 16;
+    pub const SOCK_SADDR_V6: usize = SOCK_OLDSTATE + 24;
+}
+
 /// Names of maps and programs the agent looks up in the object.
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
@@ -479,6 +540,17 @@ const _: () = {
     assert!(core::mem::offset_of!(FileRecord, path) % 8 == 0);
     assert!(size_of::<WatchPrefix>() == 16 * WATCH_WORDS + 8);
     assert!(size_of::<WatchHead>() == 32 + 16 * WATCH_MAX as usize + 8);
+    // The 64-bit layouts the x86_64 and aarch64 kernels' format files show.
+    if layout::LONG == 8 {
+        assert!(layout::sys_arg(0) == 16 && layout::sys_arg(2) == 32 && layout::SYS_RET == 16);
+        assert!(layout::NEWTASK_CLONE_FLAGS == 32 && layout::DELIVER_SA_HANDLER == 24);
+        assert!(layout::SOCK_OLDSTATE == 16 && layout::SOCK_FAMILY == 28 && layout::SOCK_SADDR_V6 == 40);
+    } else {
+        // armhf (Debian's 6.1 armmp kernel's format files).
+        assert!(layout::sys_arg(0) == 12 && layout::sys_arg(2) == 20 && layout::SYS_RET == 12);
+        assert!(layout::NEWTASK_CLONE_FLAGS == 28 && layout::DELIVER_SA_HANDLER == 20);
+        assert!(layout::SOCK_OLDSTATE == 12 && layout::SOCK_FAMILY == 24 && layout::SOCK_SADDR_V6 == 36);
+    }
 };
 
 #[cfg(feature = "user")]

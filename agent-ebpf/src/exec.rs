@@ -2,6 +2,7 @@
 //! after a successful exec), reported at exit with the result, so failed execs
 //! are reported as failed.
 
+use crate::layout::{EXEC_OLD_PID, EXEC_PID, LONG, SYS_RET, slong, sys_arg, ulong};
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
@@ -45,8 +46,8 @@ const AT_FDCWD: i32 = -100;
 /// entry under the thread's old id move to the new one, for the syscall's exit.
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    let Ok(pid) = (unsafe { ctx.read_at::<i32>(12) }) else { return 0 };
-    let Ok(old) = (unsafe { ctx.read_at::<i32>(16) }) else { return 0 };
+    let Ok(pid) = (unsafe { ctx.read_at::<i32>(EXEC_PID) }) else { return 0 };
+    let Ok(old) = (unsafe { ctx.read_at::<i32>(EXEC_OLD_PID) }) else { return 0 };
     // File integrity's directory marks: close-on-exec fds are gone.
     crate::file::on_exec(pid as u32);
     if pid != old
@@ -63,14 +64,14 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 /// syscalls/sys_enter_execve: filename@16, argv@24.
 #[tracepoint]
 pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
-    let _ = exec_enter(&ctx, 16, 24, None);
+    let _ = exec_enter(&ctx, sys_arg(0), sys_arg(1), None);
     0
 }
 
 /// syscalls/sys_enter_execveat: fd@16, filename@24, argv@32.
 #[tracepoint]
 pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
-    let _ = exec_enter(&ctx, 24, 32, Some(16));
+    let _ = exec_enter(&ctx, sys_arg(1), sys_arg(2), Some(sys_arg(0)));
     0
 }
 
@@ -108,11 +109,11 @@ fn exec_enter(
     rec.args_len = 0;
     rec.dirfd = AT_FDCWD;
     if let Some(off) = dirfd_off {
-        rec.dirfd = unsafe { ctx.read_at::<u64>(off)? } as i32;
+        rec.dirfd = ulong(ctx, off)? as i32;
         rec.flags |= exec_flags::EXECVEAT;
     }
 
-    let filename: u64 = unsafe { ctx.read_at(filename_off)? };
+    let filename = ulong(ctx, filename_off)?;
     let n = unsafe {
         bpf_probe_read_user_str(
             rec.filename.as_mut_ptr() as *mut c_void,
@@ -126,7 +127,7 @@ fn exec_enter(
         rec.flags |= exec_flags::FILENAME_TRUNCATED;
     }
 
-    let argv: u64 = unsafe { ctx.read_at(argv_off)? };
+    let argv = ulong(ctx, argv_off)?;
     let max_args = if cfg.max_args == 0 || cfg.max_args > MAX_ARGS { MAX_ARGS } else { cfg.max_args };
     let mut arg_len = cfg.max_arg_len as usize;
     if !(2..=MAX_ARG_LEN).contains(&arg_len) {
@@ -139,7 +140,11 @@ fn exec_enter(
     for i in 0..MAX_ARGS {
         let mut p: u64 = 0;
         let r = unsafe {
-            bpf_probe_read_user(&mut p as *mut u64 as *mut c_void, 8, (argv + 8 * i as u64) as *const c_void)
+            bpf_probe_read_user(
+                &mut p as *mut u64 as *mut c_void,
+                LONG as u32,
+                (argv + LONG as u64 * i as u64) as *const c_void,
+            )
         };
         if r < 0 {
             set_flag(rec, exec_flags::ARGS_UNREADABLE);
@@ -223,7 +228,7 @@ fn exec_exit(ctx: &TracePointContext) -> Result<(), i64> {
     if is_agent((pid_tgid >> 32) as u32) {
         return Ok(());
     }
-    let ret: i64 = unsafe { ctx.read_at(16)? };
+    let ret = slong(ctx, SYS_RET)?;
     let tid = pid_tgid as u32;
     let (rec, pending) = match EXEC_PENDING.get_ptr_mut(tid) {
         Some(p) => (p, true),

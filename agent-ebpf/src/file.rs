@@ -26,6 +26,7 @@
 //! poisons its process (no marks until it execs). The agent turns the cache
 //! on only when those hooks are attached (`Config::dir_cache`).
 
+use crate::layout::{LONG, SYS_RET, sys_arg};
 use aya_ebpf::{
     EbpfContext,
     helpers::{
@@ -186,13 +187,29 @@ impl Call {
     }
 }
 
-/// The tracepoint record's u64 at `off`, loaded directly from the context
+/// The tracepoint record's `long` (zero-extended) at `off`, loaded directly from the context
 /// (the verifier checks the offset against the record's size when the
 /// program is attached; `read_at` would call bpf_probe_read_kernel, tens
 /// of ns a field on every file syscall). `off` must be a constant.
 #[inline(always)]
 fn arg(ctx: &TracePointContext, off: usize) -> u64 {
-    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(off) as *const u64) }
+    let at = unsafe { (ctx.as_ptr() as *const u8).add(off) };
+    if LONG == 8 {
+        unsafe { core::ptr::read(at as *const u64) }
+    } else {
+        u64::from(unsafe { core::ptr::read(at as *const u32) })
+    }
+}
+
+/// A `sys_exit_*` record's `long ret`, sign-extended (loaded as [`arg`]).
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> i64 {
+    let at = unsafe { (ctx.as_ptr() as *const u8).add(SYS_RET) };
+    if LONG == 8 {
+        unsafe { core::ptr::read(at as *const i64) }
+    } else {
+        i64::from(unsafe { core::ptr::read(at as *const i32) })
+    }
 }
 
 /// The syscall number of a syscalls/ record (`__syscall_nr`@8).
@@ -470,7 +487,7 @@ pub fn file_dir_open(ctx: TracePointContext) -> u32 {
 /// syscalls/sys_enter_close: fd@16.
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    unmark(bpf_get_current_pid_tgid(), arg(&ctx, 16));
+    unmark(bpf_get_current_pid_tgid(), arg(&ctx, sys_arg(0)));
     0
 }
 
@@ -493,15 +510,15 @@ fn dup_enter(ctx: &TracePointContext, pid_tgid: u64, oldfd: u64) {
 #[tracepoint]
 pub fn sys_enter_dup2(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    unmark(pid_tgid, arg(&ctx, 24));
-    dup_enter(&ctx, pid_tgid, arg(&ctx, 16));
+    unmark(pid_tgid, arg(&ctx, sys_arg(1)));
+    dup_enter(&ctx, pid_tgid, arg(&ctx, sys_arg(0)));
     0
 }
 
 /// syscalls/sys_enter_dup: fildes@16.
 #[tracepoint]
 pub fn sys_enter_dup(ctx: TracePointContext) -> u32 {
-    dup_enter(&ctx, bpf_get_current_pid_tgid(), arg(&ctx, 16));
+    dup_enter(&ctx, bpf_get_current_pid_tgid(), arg(&ctx, sys_arg(0)));
     0
 }
 
@@ -511,9 +528,9 @@ const F_DUPFD_CLOEXEC: u64 = 1030;
 /// syscalls/sys_enter_fcntl: fd@16, cmd@24.
 #[tracepoint]
 pub fn sys_enter_fcntl(ctx: TracePointContext) -> u32 {
-    let cmd = arg(&ctx, 24);
+    let cmd = arg(&ctx, sys_arg(1));
     if cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC {
-        dup_enter(&ctx, bpf_get_current_pid_tgid(), arg(&ctx, 16));
+        dup_enter(&ctx, bpf_get_current_pid_tgid(), arg(&ctx, sys_arg(0)));
     }
     0
 }
@@ -541,7 +558,7 @@ pub fn sys_enter_close_range(_ctx: TracePointContext) -> u32 {
 /// calling thread an fd table of its own: its process gets no more marks.
 #[tracepoint]
 pub fn sys_enter_unshare(ctx: TracePointContext) -> u32 {
-    if arg(&ctx, 16) & CLONE_FILES != 0 {
+    if arg(&ctx, sys_arg(0)) & CLONE_FILES != 0 {
         let _ = FD_EPOCH.insert((bpf_get_current_pid_tgid() >> 32) as u32, POISONED, 0);
     }
     0
@@ -691,7 +708,7 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
         if let Some(m) = unsafe { DIR_PENDING.get(tid) } {
             let m = *m;
             let _ = DIR_PENDING.remove(tid);
-            let ret = arg(&ctx, 16) as i64;
+            let ret = ret(&ctx);
             if m.nr == nr && ret >= 0 {
                 mark(fd_key(pid_tgid, ret as u64), &m);
             }
@@ -700,7 +717,7 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
     };
     let r = unsafe { &mut *rec };
     if r.hdr.size == nr {
-        r.ret = arg(&ctx, 16) as i64;
+        r.ret = ret(&ctx);
         fill_header(&mut r.hdr, kind::FILE, core::mem::size_of::<FileRecord>(), pid_tgid);
         emit(&ctx, kind::FILE, rec as *const u8, core::mem::size_of::<FileRecord>());
     }
@@ -736,34 +753,40 @@ fn open_call(op: u32, dirfd: u64, path: u64, flags: u64, mode: u64) -> Option<Ca
 /// syscalls/sys_enter_openat: dfd@16, filename@24, flags@32, mode@40.
 #[tracepoint]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    open_enter(&ctx, arg(&ctx, 16), arg(&ctx, 24), arg(&ctx, 32), arg(&ctx, 40))
+    open_enter(
+        &ctx,
+        arg(&ctx, sys_arg(0)),
+        arg(&ctx, sys_arg(1)),
+        arg(&ctx, sys_arg(2)),
+        arg(&ctx, sys_arg(3)),
+    )
 }
 
 /// syscalls/sys_enter_openat2: dfd@16, filename@24, how@32 (struct open_how
 /// {u64 flags; u64 mode; u64 resolve}, in user memory).
 #[tracepoint]
 pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
-    let how = arg(&ctx, 32);
+    let how = arg(&ctx, sys_arg(2));
     let mut fm = [0u64; 2];
     let r = unsafe { bpf_probe_read_user(fm.as_mut_ptr() as *mut c_void, 16, how as *const c_void) };
     if r != 0 {
         return 0;
     }
-    open_enter(&ctx, arg(&ctx, 16), arg(&ctx, 24), fm[0], fm[1])
+    open_enter(&ctx, arg(&ctx, sys_arg(0)), arg(&ctx, sys_arg(1)), fm[0], fm[1])
 }
 
 /// syscalls/sys_enter_open (not on aarch64): filename@16, flags@24, mode@32.
 #[tracepoint]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    open_enter(&ctx, AT_FDCWD as u64, arg(&ctx, 16), arg(&ctx, 24), arg(&ctx, 32))
+    open_enter(&ctx, AT_FDCWD as u64, arg(&ctx, sys_arg(0)), arg(&ctx, sys_arg(1)), arg(&ctx, sys_arg(2)))
 }
 
 /// syscalls/sys_enter_creat (not on aarch64): pathname@16, mode@24.
 #[tracepoint]
 pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     let mut c = Call::new(file_op::CREAT);
-    c.path = arg(&ctx, 16);
-    c.mode = arg(&ctx, 24) as u32;
+    c.path = arg(&ctx, sys_arg(0));
+    c.mode = arg(&ctx, sys_arg(1)) as u32;
     c.arg = (0o1 | 0o100 | 0o1000) as u32;
     enter(&ctx, c)
 }
@@ -797,31 +820,31 @@ fn two(
 /// syscalls/sys_enter_rename: oldname@16, newname@24.
 #[tracepoint]
 pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
-    two(&ctx, file_op::RENAME, None, 16, None, 24, None)
+    two(&ctx, file_op::RENAME, None, sys_arg(0), None, sys_arg(1), None)
 }
 
 /// syscalls/sys_enter_renameat: olddfd@16, oldname@24, newdfd@32, newname@40.
 #[tracepoint]
 pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
-    two(&ctx, file_op::RENAME, Some(16), 24, Some(32), 40, None)
+    two(&ctx, file_op::RENAME, Some(sys_arg(0)), sys_arg(1), Some(sys_arg(2)), sys_arg(3), None)
 }
 
 /// syscalls/sys_enter_renameat2: as renameat, flags@48.
 #[tracepoint]
 pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
-    two(&ctx, file_op::RENAME, Some(16), 24, Some(32), 40, Some(48))
+    two(&ctx, file_op::RENAME, Some(sys_arg(0)), sys_arg(1), Some(sys_arg(2)), sys_arg(3), Some(sys_arg(4)))
 }
 
 /// syscalls/sys_enter_link: oldname@16, newname@24.
 #[tracepoint]
 pub fn sys_enter_link(ctx: TracePointContext) -> u32 {
-    two(&ctx, file_op::LINK, None, 16, None, 24, None)
+    two(&ctx, file_op::LINK, None, sys_arg(0), None, sys_arg(1), None)
 }
 
 /// syscalls/sys_enter_linkat: olddfd@16, oldname@24, newdfd@32, newname@40, flags@48.
 #[tracepoint]
 pub fn sys_enter_linkat(ctx: TracePointContext) -> u32 {
-    two(&ctx, file_op::LINK, Some(16), 24, Some(32), 40, Some(48))
+    two(&ctx, file_op::LINK, Some(sys_arg(0)), sys_arg(1), Some(sys_arg(2)), sys_arg(3), Some(sys_arg(4)))
 }
 
 /// Symlinks: only the link's own path is judged (the target is any text).
@@ -840,13 +863,13 @@ fn symlink(ctx: &TracePointContext, old: usize, ndfd: Option<usize>, new: usize)
 /// syscalls/sys_enter_symlink: oldname@16, newname@24.
 #[tracepoint]
 pub fn sys_enter_symlink(ctx: TracePointContext) -> u32 {
-    symlink(&ctx, 16, None, 24)
+    symlink(&ctx, sys_arg(0), None, sys_arg(1))
 }
 
 /// syscalls/sys_enter_symlinkat: oldname@16, newdfd@24, newname@32.
 #[tracepoint]
 pub fn sys_enter_symlinkat(ctx: TracePointContext) -> u32 {
-    symlink(&ctx, 16, Some(24), 32)
+    symlink(&ctx, sys_arg(0), Some(sys_arg(1)), sys_arg(2))
 }
 
 /// One-path calls: unlink, rmdir, chmod, chown.
@@ -862,21 +885,21 @@ fn one(ctx: &TracePointContext, mut c: Call, dfd: Option<usize>, path: usize) ->
 /// syscalls/sys_enter_unlink: pathname@16.
 #[tracepoint]
 pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
-    one(&ctx, Call::new(file_op::UNLINK), None, 16)
+    one(&ctx, Call::new(file_op::UNLINK), None, sys_arg(0))
 }
 
 /// syscalls/sys_enter_unlinkat: dfd@16, pathname@24, flag@32.
 #[tracepoint]
 pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
     let mut c = Call::new(file_op::UNLINK);
-    c.arg = arg(&ctx, 32) as u32;
-    one(&ctx, c, Some(16), 24)
+    c.arg = arg(&ctx, sys_arg(2)) as u32;
+    one(&ctx, c, Some(sys_arg(0)), sys_arg(1))
 }
 
 /// syscalls/sys_enter_rmdir: pathname@16.
 #[tracepoint]
 pub fn sys_enter_rmdir(ctx: TracePointContext) -> u32 {
-    one(&ctx, Call::new(file_op::RMDIR), None, 16)
+    one(&ctx, Call::new(file_op::RMDIR), None, sys_arg(0))
 }
 
 #[inline(always)]
@@ -889,28 +912,28 @@ fn chmod_call(ctx: &TracePointContext, mode: usize) -> Call {
 /// syscalls/sys_enter_chmod: filename@16, mode@24.
 #[tracepoint]
 pub fn sys_enter_chmod(ctx: TracePointContext) -> u32 {
-    one(&ctx, chmod_call(&ctx, 24), None, 16)
+    one(&ctx, chmod_call(&ctx, sys_arg(1)), None, sys_arg(0))
 }
 
 /// syscalls/sys_enter_fchmodat: dfd@16, filename@24, mode@32.
 #[tracepoint]
 pub fn sys_enter_fchmodat(ctx: TracePointContext) -> u32 {
-    one(&ctx, chmod_call(&ctx, 32), Some(16), 24)
+    one(&ctx, chmod_call(&ctx, sys_arg(2)), Some(sys_arg(0)), sys_arg(1))
 }
 
 /// syscalls/sys_enter_fchmodat2 (Linux >= 6.6): as fchmodat, flags@40.
 #[tracepoint]
 pub fn sys_enter_fchmodat2(ctx: TracePointContext) -> u32 {
-    let mut c = chmod_call(&ctx, 32);
-    c.arg = arg(&ctx, 40) as u32;
-    one(&ctx, c, Some(16), 24)
+    let mut c = chmod_call(&ctx, sys_arg(2));
+    c.arg = arg(&ctx, sys_arg(3)) as u32;
+    one(&ctx, c, Some(sys_arg(0)), sys_arg(1))
 }
 
 /// syscalls/sys_enter_fchmod: fd@16, mode@24.
 #[tracepoint]
 pub fn sys_enter_fchmod(ctx: TracePointContext) -> u32 {
-    let mut c = chmod_call(&ctx, 24);
-    c.dirfd = arg(&ctx, 16) as i32;
+    let mut c = chmod_call(&ctx, sys_arg(1));
+    c.dirfd = arg(&ctx, sys_arg(0)) as i32;
     enter(&ctx, c)
 }
 
@@ -918,34 +941,34 @@ pub fn sys_enter_fchmod(ctx: TracePointContext) -> u32 {
 fn chown_call(ctx: &TracePointContext, user: usize) -> Call {
     let mut c = Call::new(file_op::CHOWN);
     c.uid = arg(ctx, user) as u32;
-    c.gid = arg(ctx, user + 8) as u32;
+    c.gid = arg(ctx, user + LONG) as u32;
     c
 }
 
 /// syscalls/sys_enter_chown: filename@16, user@24, group@32.
 #[tracepoint]
 pub fn sys_enter_chown(ctx: TracePointContext) -> u32 {
-    one(&ctx, chown_call(&ctx, 24), None, 16)
+    one(&ctx, chown_call(&ctx, sys_arg(1)), None, sys_arg(0))
 }
 
 /// syscalls/sys_enter_lchown: filename@16, user@24, group@32.
 #[tracepoint]
 pub fn sys_enter_lchown(ctx: TracePointContext) -> u32 {
-    one(&ctx, chown_call(&ctx, 24), None, 16)
+    one(&ctx, chown_call(&ctx, sys_arg(1)), None, sys_arg(0))
 }
 
 /// syscalls/sys_enter_fchownat: dfd@16, filename@24, user@32, group@40, flag@48.
 #[tracepoint]
 pub fn sys_enter_fchownat(ctx: TracePointContext) -> u32 {
-    let mut c = chown_call(&ctx, 32);
-    c.arg = arg(&ctx, 48) as u32;
-    one(&ctx, c, Some(16), 24)
+    let mut c = chown_call(&ctx, sys_arg(2));
+    c.arg = arg(&ctx, sys_arg(4)) as u32;
+    one(&ctx, c, Some(sys_arg(0)), sys_arg(1))
 }
 
 /// syscalls/sys_enter_fchown: fd@16, user@24, group@32.
 #[tracepoint]
 pub fn sys_enter_fchown(ctx: TracePointContext) -> u32 {
-    let mut c = chown_call(&ctx, 24);
-    c.dirfd = arg(&ctx, 16) as i32;
+    let mut c = chown_call(&ctx, sys_arg(1));
+    c.dirfd = arg(&ctx, sys_arg(0)) as i32;
     enter(&ctx, c)
 }

@@ -12,6 +12,7 @@
 mod emit;
 mod exec;
 mod file;
+mod layout;
 mod net;
 mod pam;
 mod privilege;

@@ -2,6 +2,10 @@
 //! inbound TCP connections, bind and listen. All from syscall tracepoints, plus
 //! sock/inet_sock_set_state to learn that a connect is TCP and its local address.
 
+use crate::layout::{
+    SOCK_FAMILY, SOCK_NEWSTATE, SOCK_OLDSTATE, SOCK_SADDR, SOCK_SADDR_V6, SOCK_SKADDR, SOCK_SPORT, SYS_RET,
+    slong, sys_arg, ulong,
+};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_probe_read_user},
     macros::{map, tracepoint},
@@ -59,7 +63,7 @@ fn save_args(ctx: &TracePointContext, call: u32, n: usize) -> Result<(), i64> {
     args.call = call;
     for i in 0..3 {
         if i < n {
-            args.a[i] = unsafe { ctx.read_at::<u64>(16 + 8 * i)? };
+            args.a[i] = ulong(ctx, sys_arg(i))?;
         }
     }
     SYS_ARGS.insert(pid_tgid, args, 0).map_err(|e| e as i64)
@@ -74,7 +78,7 @@ fn take_args(ctx: &TracePointContext, call: u32) -> Option<(u64, SysArgs, i64)> 
     if args.call != call {
         return None;
     }
-    let ret: i64 = unsafe { ctx.read_at(16) }.ok()?;
+    let ret = slong(ctx, SYS_RET).ok()?;
     Some((pid_tgid, args, ret))
 }
 
@@ -207,17 +211,17 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn read_local(ctx: &TracePointContext, family: u16, laddr: &mut [u8; 16]) -> Result<(), i64> {
     if family == AF_INET {
-        let a: [u8; 4] = unsafe { ctx.read_at(32)? };
+        let a: [u8; 4] = unsafe { ctx.read_at(SOCK_SADDR)? };
         laddr[..4].copy_from_slice(&a);
     } else {
-        *laddr = unsafe { ctx.read_at(40)? };
+        *laddr = unsafe { ctx.read_at(SOCK_SADDR_V6)? };
     }
     Ok(())
 }
 
 fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
-    let oldstate: i32 = unsafe { ctx.read_at(16)? };
-    let newstate: i32 = unsafe { ctx.read_at(20)? };
+    let oldstate: i32 = unsafe { ctx.read_at(SOCK_OLDSTATE)? };
+    let newstate: i32 = unsafe { ctx.read_at(SOCK_NEWSTATE)? };
     if newstate == TCP_SYN_SENT {
         let pid_tgid = bpf_get_current_pid_tgid();
         let Some(args) = SYS_ARGS.get_ptr_mut(pid_tgid) else {
@@ -227,11 +231,11 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         if args.call != CALL_CONNECT {
             return Ok(());
         }
-        let family: u16 = unsafe { ctx.read_at(28)? };
+        let family: u16 = unsafe { ctx.read_at(SOCK_FAMILY)? };
         args.flags |= sock_flags::TCP_CONFIRMED;
-        args.lport = unsafe { ctx.read_at(24)? };
+        args.lport = unsafe { ctx.read_at(SOCK_SPORT)? };
         read_local(ctx, family, &mut args.laddr)?;
-        args.sk = unsafe { ctx.read_at(8)? };
+        args.sk = ulong(ctx, SOCK_SKADDR)?;
         let mut p: Pending = unsafe { core::mem::zeroed() };
         p.state = PENDING_IN_SYSCALL;
         let _ = CONNECTING.insert(args.sk, p, 0);
@@ -240,13 +244,13 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     if oldstate != TCP_SYN_SENT || (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE) {
         return Ok(());
     }
-    let sk: u64 = unsafe { ctx.read_at(8)? };
+    let sk = ulong(ctx, SOCK_SKADDR)?;
     let Some(p) = CONNECTING.get_ptr_mut(sk) else {
         return Ok(());
     };
     let p = unsafe { &mut *p };
-    let family: u16 = unsafe { ctx.read_at(28)? };
-    p.lport = unsafe { ctx.read_at(24)? };
+    let family: u16 = unsafe { ctx.read_at(SOCK_FAMILY)? };
+    p.lport = unsafe { ctx.read_at(SOCK_SPORT)? };
     read_local(ctx, family, &mut p.laddr)?;
     p.outcome_ns = unsafe { bpf_ktime_get_ns() };
     p.outcome = sock_flags::OUTCOME;
@@ -283,7 +287,7 @@ fn finish_outcome(p: &mut Pending) {
 /// socket leaves SYN_SENT for CLOSE: the connect was refused.
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    if let Ok(sk) = unsafe { ctx.read_at::<u64>(8) }
+    if let Ok(sk) = ulong(&ctx, SOCK_SKADDR)
         && let Some(p) = CONNECTING.get_ptr_mut(sk)
     {
         unsafe { (*p).reset = 1 };

@@ -3,10 +3,11 @@
 //! and pam_get_user; each step (authenticate, acct_mgmt, open/close session,
 //! setcred, chauthtok) is reported at its return with its result.
 
+use crate::layout::user_ptr;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
-        generated::{bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str},
+        generated::{bpf_probe_read_kernel, bpf_probe_read_user_str},
     },
     macros::{map, uprobe, uretprobe},
     maps::{LruHashMap, PerCpuArray},
@@ -108,9 +109,8 @@ pub fn pam_start_ret(ctx: RetProbeContext) -> u32 {
     if ctx.ret::<i64>() as i32 != 0 {
         return 0;
     }
-    let mut pamh: u64 = 0;
-    let r = unsafe { bpf_probe_read_user(&mut pamh as *mut u64 as *mut c_void, 8, a[2] as *const c_void) };
-    if r != 0 || pamh == 0 {
+    let Ok(pamh) = user_ptr(a[2]) else { return 0 };
+    if pamh == 0 {
         return 0;
     }
     let Some(h) = ITEMS_SCRATCH.get_ptr_mut(0) else { return 0 };
@@ -163,11 +163,7 @@ pub fn pam_get_user_ret(ctx: RetProbeContext) -> u32 {
     if ctx.ret::<i64>() as i32 != 0 || a[1] == 0 {
         return 0;
     }
-    let mut user: u64 = 0;
-    let r = unsafe { bpf_probe_read_user(&mut user as *mut u64 as *mut c_void, 8, a[1] as *const c_void) };
-    if r != 0 {
-        return 0;
-    }
+    let Ok(user) = user_ptr(a[1]) else { return 0 };
     if let Some(h) = PAM_HANDLES.get_ptr_mut(a[0]) {
         read_str(unsafe { &mut (*h).items.user }, user);
     }

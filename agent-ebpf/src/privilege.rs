@@ -1,5 +1,6 @@
 //! Privilege changes: set*id and capset, with the ids before and after.
 
+use crate::layout::{SYS_RET, slong, sys_arg, ulong};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_probe_read_user},
     macros::tracepoint,
@@ -26,7 +27,7 @@ fn priv_enter(ctx: &TracePointContext, call: u32, n: usize) -> u32 {
     args.old_gid = (ug >> 32) as u32;
     for i in 0..3 {
         if i < n {
-            args.a[i] = unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0);
+            args.a[i] = ulong(ctx, sys_arg(i)).unwrap_or(0);
         }
     }
     let _ = SYS_ARGS.insert(pid_tgid, args, 0);
@@ -46,7 +47,7 @@ fn priv_exit(ctx: &TracePointContext, call: u32) -> u32 {
     let mut rec: PrivRecord = unsafe { core::mem::zeroed() };
     fill_header(&mut rec.hdr, kind::PRIVILEGE, core::mem::size_of::<PrivRecord>(), pid_tgid);
     rec.call = call;
-    rec.ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0) as i32;
+    rec.ret = slong(ctx, SYS_RET).unwrap_or(0) as i32;
     rec.old_uid = args.old_uid;
     rec.old_gid = args.old_gid;
     if call == priv_call::CAPSET {

@@ -1,5 +1,9 @@
 //! Fork and exit.
 
+use crate::layout::{
+    DELIVER_SA_HANDLER, DELIVER_SIG, GENERATE_PID, GENERATE_RESULT, GENERATE_SIG, NEWTASK_CLONE_FLAGS,
+    NEWTASK_PID, slong, sys_arg, ulong,
+};
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
@@ -79,8 +83,8 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 
 fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let flags: u64 = unsafe { ctx.read_at(32)? };
-    let child: i32 = unsafe { ctx.read_at(8)? };
+    let flags = ulong(ctx, NEWTASK_CLONE_FLAGS)?;
+    let child: i32 = unsafe { ctx.read_at(NEWTASK_PID)? };
     // Also for the agent's children: they are reported.
     crate::file::on_new_task((pid_tgid >> 32) as u32, child as u32, flags);
     if is_agent((pid_tgid >> 32) as u32) || flags & CLONE_THREAD != 0 {
@@ -98,7 +102,7 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
 #[tracepoint]
 pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if let Ok(code) = unsafe { ctx.read_at::<u64>(16) } {
+    if let Ok(code) = slong(&ctx, sys_arg(0)) {
         let status = ((code as u32) & 0xff) << 8;
         status_set((pid_tgid >> 32) as u32, status, false);
     }
@@ -113,7 +117,7 @@ pub fn sys_enter_exit(ctx: TracePointContext) -> u32 {
     if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
         return 0;
     }
-    if let Ok(code) = unsafe { ctx.read_at::<u64>(16) } {
+    if let Ok(code) = slong(&ctx, sys_arg(0)) {
         let status = ((code as u32) & 0xff) << 8;
         status_set((pid_tgid >> 32) as u32, status, false);
     }
@@ -162,13 +166,13 @@ static FATAL_SENT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0)
 /// reported ignored, so the first fatal one stays.
 #[tracepoint]
 pub fn signal_generate(ctx: TracePointContext) -> u32 {
-    let Ok(sig) = (unsafe { ctx.read_at::<i32>(8) }) else {
+    let Ok(sig) = (unsafe { ctx.read_at::<i32>(GENERATE_SIG) }) else {
         return 0;
     };
-    let Ok(pid) = (unsafe { ctx.read_at::<i32>(36) }) else {
+    let Ok(pid) = (unsafe { ctx.read_at::<i32>(GENERATE_PID) }) else {
         return 0;
     };
-    let Ok(result) = (unsafe { ctx.read_at::<i32>(44) }) else {
+    let Ok(result) = (unsafe { ctx.read_at::<i32>(GENERATE_RESULT) }) else {
         return 0;
     };
     if result == 0 && (1..32).contains(&sig) && FATAL_DEFAULT & (1u64 << sig) != 0 {
@@ -186,7 +190,7 @@ pub fn signal_deliver(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
-    let Ok(sig) = (unsafe { ctx.read_at::<i32>(8) }) else {
+    let Ok(sig) = (unsafe { ctx.read_at::<i32>(DELIVER_SIG) }) else {
         return 0;
     };
     // Most signals delivered are not fatal by default (SIGCHLD to every
@@ -195,7 +199,7 @@ pub fn signal_deliver(ctx: TracePointContext) -> u32 {
     if !(1..32).contains(&sig) || FATAL_DEFAULT & (1u64 << sig) == 0 {
         return 0;
     }
-    let Ok(handler) = (unsafe { ctx.read_at::<u64>(24) }) else {
+    let Ok(handler) = ulong(&ctx, DELIVER_SA_HANDLER) else {
         return 0;
     };
     let by_tgid = unsafe { FATAL_SENT.get(tgid) }.copied();

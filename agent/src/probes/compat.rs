@@ -6,6 +6,7 @@
 use std::{collections::HashMap, path::Path};
 
 use crate::events::Kind;
+use shrike_common::layout as L;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Hook {
@@ -59,7 +60,15 @@ const PRIV: &[Kind] = &[Kind::Privilege];
 const FILE: &[Kind] = &[Kind::File];
 
 const ARGS3: &[(&str, usize)] = &[];
-const RET: &[(&str, usize)] = &[("ret", 16)];
+const RET: &[(&str, usize)] = &[("ret", L::SYS_RET)];
+/// `syscalls/sys_exit_*` records paired with their entry by number.
+const NR_RET: &[(&str, usize)] = &[("__syscall_nr", L::SYS_NR), ("ret", L::SYS_RET)];
+/// `syscalls/sys_enter_*` arguments 0-4 (`shrike_common::layout`).
+const A0: usize = L::sys_arg(0);
+const A1: usize = L::sys_arg(1);
+const A2: usize = L::sys_arg(2);
+const A3: usize = L::sys_arg(3);
+const A4: usize = L::sys_arg(4);
 
 macro_rules! priv_pair {
     ($enter:literal, $exit:literal) => {
@@ -71,54 +80,67 @@ macro_rules! priv_pair {
 /// process table (ppid, parent executable) right for short-lived processes.
 pub fn table() -> Vec<ProbeSpec> {
     let mut t = vec![
-        tp("sys_enter_execve", "syscalls", EXEC, &[("filename", 16), ("argv", 24)]),
+        tp("sys_enter_execve", "syscalls", EXEC, &[("filename", A0), ("argv", A1)]),
         tp("sys_exit_execve", "syscalls", EXEC, RET),
-        tp("sys_enter_execveat", "syscalls", EXEC, &[("fd", 16), ("filename", 24), ("argv", 32)]),
+        tp("sys_enter_execveat", "syscalls", EXEC, &[("fd", A0), ("filename", A1), ("argv", A2)]),
         tp("sys_exit_execveat", "syscalls", EXEC, RET),
-        tp("sched_process_exec", "sched", EXEC, &[("pid", 12), ("old_pid", 16)]),
-        tp("task_newtask", "task", FORK, &[("pid", 8), ("clone_flags", 32)]),
-        tp("sched_process_exit", "sched", PROC, &[("pid", 24)]),
-        tp("sys_enter_exit_group", "syscalls", PROC, &[("error_code", 16)]),
-        tp("sys_enter_exit", "syscalls", PROC, &[("error_code", 16)]),
-        tp("signal_generate", "signal", PROC, &[("sig", 8), ("pid", 36), ("result", 44)]),
-        tp("signal_deliver", "signal", PROC, &[("sig", 8), ("sa_handler", 24)]),
-        tp("sys_enter_socket", "syscalls", SOCKET, &[("family", 16), ("type", 24), ("protocol", 32)]),
+        tp("sched_process_exec", "sched", EXEC, &[("pid", L::EXEC_PID), ("old_pid", L::EXEC_OLD_PID)]),
+        tp("task_newtask", "task", FORK, &[("pid", L::NEWTASK_PID), ("clone_flags", L::NEWTASK_CLONE_FLAGS)]),
+        tp("sched_process_exit", "sched", PROC, &[("pid", L::EXIT_PID)]),
+        tp("sys_enter_exit_group", "syscalls", PROC, &[("error_code", A0)]),
+        tp("sys_enter_exit", "syscalls", PROC, &[("error_code", A0)]),
+        tp(
+            "signal_generate",
+            "signal",
+            PROC,
+            &[("sig", L::GENERATE_SIG), ("pid", L::GENERATE_PID), ("result", L::GENERATE_RESULT)],
+        ),
+        tp(
+            "signal_deliver",
+            "signal",
+            PROC,
+            &[("sig", L::DELIVER_SIG), ("sa_handler", L::DELIVER_SA_HANDLER)],
+        ),
+        tp("sys_enter_socket", "syscalls", SOCKET, &[("family", A0), ("type", A1), ("protocol", A2)]),
         tp("sys_exit_socket", "syscalls", SOCKET, RET),
-        tp("sys_enter_connect", "syscalls", CONNECT, &[("fd", 16), ("uservaddr", 24), ("addrlen", 32)]),
+        tp("sys_enter_connect", "syscalls", CONNECT, &[("fd", A0), ("uservaddr", A1), ("addrlen", A2)]),
         tp("sys_exit_connect", "syscalls", CONNECT, RET),
         tp(
             "inet_sock_set_state",
             "sock",
             CONNECT,
             &[
-                ("skaddr", 8),
-                ("oldstate", 16),
-                ("newstate", 20),
-                ("sport", 24),
-                ("family", 28),
-                ("saddr", 32),
-                ("saddr_v6", 40),
+                ("skaddr", L::SOCK_SKADDR),
+                ("oldstate", L::SOCK_OLDSTATE),
+                ("newstate", L::SOCK_NEWSTATE),
+                ("sport", L::SOCK_SPORT),
+                ("family", L::SOCK_FAMILY),
+                ("saddr", L::SOCK_SADDR),
+                ("saddr_v6", L::SOCK_SADDR_V6),
             ],
         ),
         // Tells a refused non-blocking connect from one that timed out or was
         // abandoned (Linux >= 4.16); without it both are "failed".
-        ProbeSpec { optional: true, ..tp("tcp_receive_reset", "tcp", CONNECT, &[("skaddr", 8)]) },
-        tp("sys_enter_bind", "syscalls", BIND, &[("fd", 16), ("umyaddr", 24), ("addrlen", 32)]),
+        ProbeSpec {
+            optional: true,
+            ..tp("tcp_receive_reset", "tcp", CONNECT, &[("skaddr", L::SOCK_SKADDR)])
+        },
+        tp("sys_enter_bind", "syscalls", BIND, &[("fd", A0), ("umyaddr", A1), ("addrlen", A2)]),
         tp("sys_exit_bind", "syscalls", BIND, RET),
-        tp("sys_enter_listen", "syscalls", LISTEN, &[("fd", 16)]),
+        tp("sys_enter_listen", "syscalls", LISTEN, &[("fd", A0)]),
         tp("sys_exit_listen", "syscalls", LISTEN, RET),
         tp(
             "sys_enter_accept",
             "syscalls",
             ACCEPT,
-            &[("fd", 16), ("upeer_sockaddr", 24), ("upeer_addrlen", 32)],
+            &[("fd", A0), ("upeer_sockaddr", A1), ("upeer_addrlen", A2)],
         ),
         tp("sys_exit_accept", "syscalls", ACCEPT, RET),
         tp(
             "sys_enter_accept4",
             "syscalls",
             ACCEPT,
-            &[("fd", 16), ("upeer_sockaddr", 24), ("upeer_addrlen", 32)],
+            &[("fd", A0), ("upeer_sockaddr", A1), ("upeer_addrlen", A2)],
         ),
         tp("sys_exit_accept4", "syscalls", ACCEPT, RET),
         pam("pam_start", "pam_start", false),
@@ -172,7 +194,7 @@ macro_rules! file_call {
                 program: "sys_exit_file",
                 hook: Hook::Tracepoint { category: "syscalls", name: concat!("sys_exit_", $call) },
                 kinds: FILE,
-                fields: &[("__syscall_nr", 8), ("ret", 16)],
+                fields: NR_RET,
                 optional: $optional,
             },
         ]
@@ -182,40 +204,40 @@ macro_rules! file_call {
 fn file_table() -> Vec<ProbeSpec> {
     const P: &str = "pathname";
     [
-        file_call!("openat", &[("dfd", 16), ("filename", 24), ("flags", 32), ("mode", 40)], false),
-        file_call!("openat2", &[("dfd", 16), ("filename", 24), ("how", 32)], true),
-        file_call!("open", &[("filename", 16), ("flags", 24), ("mode", 32)], true),
-        file_call!("creat", &[(P, 16), ("mode", 24)], true),
-        file_call!("rename", &[("oldname", 16), ("newname", 24)], true),
-        file_call!("renameat", &[("olddfd", 16), ("oldname", 24), ("newdfd", 32), ("newname", 40)], true),
+        file_call!("openat", &[("dfd", A0), ("filename", A1), ("flags", A2), ("mode", A3)], false),
+        file_call!("openat2", &[("dfd", A0), ("filename", A1), ("how", A2)], true),
+        file_call!("open", &[("filename", A0), ("flags", A1), ("mode", A2)], true),
+        file_call!("creat", &[(P, A0), ("mode", A1)], true),
+        file_call!("rename", &[("oldname", A0), ("newname", A1)], true),
+        file_call!("renameat", &[("olddfd", A0), ("oldname", A1), ("newdfd", A2), ("newname", A3)], true),
         file_call!(
             "renameat2",
-            &[("olddfd", 16), ("oldname", 24), ("newdfd", 32), ("newname", 40), ("flags", 48)],
+            &[("olddfd", A0), ("oldname", A1), ("newdfd", A2), ("newname", A3), ("flags", A4)],
             false
         ),
-        file_call!("unlink", &[(P, 16)], true),
-        file_call!("unlinkat", &[("dfd", 16), (P, 24), ("flag", 32)], false),
-        file_call!("rmdir", &[(P, 16)], true),
-        file_call!("chmod", &[("filename", 16), ("mode", 24)], true),
-        file_call!("fchmodat", &[("dfd", 16), ("filename", 24), ("mode", 32)], false),
-        file_call!("fchmodat2", &[("dfd", 16), ("filename", 24), ("mode", 32), ("flags", 40)], true),
-        file_call!("fchmod", &[("fd", 16), ("mode", 24)], false),
-        file_call!("chown", &[("filename", 16), ("user", 24), ("group", 32)], true),
-        file_call!("lchown", &[("filename", 16), ("user", 24), ("group", 32)], true),
+        file_call!("unlink", &[(P, A0)], true),
+        file_call!("unlinkat", &[("dfd", A0), (P, A1), ("flag", A2)], false),
+        file_call!("rmdir", &[(P, A0)], true),
+        file_call!("chmod", &[("filename", A0), ("mode", A1)], true),
+        file_call!("fchmodat", &[("dfd", A0), ("filename", A1), ("mode", A2)], false),
+        file_call!("fchmodat2", &[("dfd", A0), ("filename", A1), ("mode", A2), ("flags", A3)], true),
+        file_call!("fchmod", &[("fd", A0), ("mode", A1)], false),
+        file_call!("chown", &[("filename", A0), ("user", A1), ("group", A2)], true),
+        file_call!("lchown", &[("filename", A0), ("user", A1), ("group", A2)], true),
         file_call!(
             "fchownat",
-            &[("dfd", 16), ("filename", 24), ("user", 32), ("group", 40), ("flag", 48)],
+            &[("dfd", A0), ("filename", A1), ("user", A2), ("group", A3), ("flag", A4)],
             false
         ),
-        file_call!("fchown", &[("fd", 16), ("user", 24), ("group", 32)], false),
-        file_call!("link", &[("oldname", 16), ("newname", 24)], true),
+        file_call!("fchown", &[("fd", A0), ("user", A1), ("group", A2)], false),
+        file_call!("link", &[("oldname", A0), ("newname", A1)], true),
         file_call!(
             "linkat",
-            &[("olddfd", 16), ("oldname", 24), ("newdfd", 32), ("newname", 40), ("flags", 48)],
+            &[("olddfd", A0), ("oldname", A1), ("newdfd", A2), ("newname", A3), ("flags", A4)],
             false
         ),
-        file_call!("symlink", &[("oldname", 16), ("newname", 24)], true),
-        file_call!("symlinkat", &[("oldname", 16), ("newdfd", 24), ("newname", 32)], false),
+        file_call!("symlink", &[("oldname", A0), ("newname", A1)], true),
+        file_call!("symlinkat", &[("oldname", A0), ("newdfd", A1), ("newname", A2)], false),
     ]
     .into_iter()
     .flatten()
@@ -229,25 +251,25 @@ fn file_table() -> Vec<ProbeSpec> {
 /// attached or its syscall does not exist here (dup2 on aarch64,
 /// close_range before 5.9); see [`super::dir_cache_ready`].
 pub const FD_LIFETIME: &[ProbeSpec] = &[
-    tp("sys_enter_close", "syscalls", FILE, &[("fd", 16)]),
-    ProbeSpec { optional: true, ..tp("sys_enter_dup2", "syscalls", FILE, &[("oldfd", 16), ("newfd", 24)]) },
+    tp("sys_enter_close", "syscalls", FILE, &[("fd", A0)]),
+    ProbeSpec { optional: true, ..tp("sys_enter_dup2", "syscalls", FILE, &[("oldfd", A0), ("newfd", A1)]) },
     ProbeSpec {
         program: "sys_enter_dup2",
         hook: Hook::Tracepoint { category: "syscalls", name: "sys_enter_dup3" },
         kinds: FILE,
-        fields: &[("oldfd", 16), ("newfd", 24)],
+        fields: &[("oldfd", A0), ("newfd", A1)],
         optional: false,
     },
-    ProbeSpec { optional: true, ..tp("sys_enter_close_range", "syscalls", FILE, &[("fd", 16)]) },
-    tp("sys_enter_unshare", "syscalls", FILE, &[("unshare_flags", 16)]),
+    ProbeSpec { optional: true, ..tp("sys_enter_close_range", "syscalls", FILE, &[("fd", A0)]) },
+    tp("sys_enter_unshare", "syscalls", FILE, &[("unshare_flags", A0)]),
 ];
 
 /// Copies of a marked directory fd are marked too (dup, dup2/dup3, fcntl
 /// F_DUPFD*; the entries above and here, the exits in `sys_exit_file`).
 /// Only the cache's hit rate depends on these (fts dups every folder's fd).
 const FD_COPIES: &[ProbeSpec] = &[
-    ProbeSpec { optional: true, ..tp("sys_enter_dup", "syscalls", FILE, &[("fildes", 16)]) },
-    ProbeSpec { optional: true, ..tp("sys_enter_fcntl", "syscalls", FILE, &[("fd", 16), ("cmd", 24)]) },
+    ProbeSpec { optional: true, ..tp("sys_enter_dup", "syscalls", FILE, &[("fildes", A0)]) },
+    ProbeSpec { optional: true, ..tp("sys_enter_fcntl", "syscalls", FILE, &[("fd", A0), ("cmd", A1)]) },
     exit_file("sys_exit_dup"),
     exit_file("sys_exit_dup2"),
     exit_file("sys_exit_dup3"),
@@ -259,7 +281,7 @@ const fn exit_file(name: &'static str) -> ProbeSpec {
         program: "sys_exit_file",
         hook: Hook::Tracepoint { category: "syscalls", name },
         kinds: FILE,
-        fields: &[("__syscall_nr", 8), ("ret", 16)],
+        fields: NR_RET,
         optional: true,
     }
 }
