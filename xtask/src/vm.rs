@@ -61,6 +61,8 @@ struct Arch {
     deb: &'static str,
     gcc: &'static str,
     gcc_package: &'static str,
+    /// The cross C library's headers (ring's C needs them), and their package.
+    libc_dev: Option<(&'static str, &'static str)>,
     qemu: &'static str,
     qemu_package: &'static str,
     /// Machine, CPU and memory.
@@ -78,6 +80,7 @@ const ARCHES: &[Arch] = &[
         deb: "amd64",
         gcc: "musl-gcc",
         gcc_package: "musl-tools",
+        libc_dev: None,
         qemu: "qemu-system-x86_64",
         qemu_package: "qemu-system-x86",
         machine: &["-cpu", "max", "-m", "1536"],
@@ -92,6 +95,7 @@ const ARCHES: &[Arch] = &[
         deb: "arm64",
         gcc: "aarch64-linux-gnu-gcc",
         gcc_package: "gcc-aarch64-linux-gnu",
+        libc_dev: Some(("/usr/aarch64-linux-gnu/include/stdio.h", "libc6-dev-arm64-cross")),
         qemu: "qemu-system-aarch64",
         qemu_package: "qemu-system-arm",
         // cortex-a72 rather than max: TCG's pointer authentication makes
@@ -109,6 +113,7 @@ const ARCHES: &[Arch] = &[
         deb: "armhf",
         gcc: "arm-linux-gnueabihf-gcc",
         gcc_package: "gcc-arm-linux-gnueabihf",
+        libc_dev: Some(("/usr/arm-linux-gnueabihf/include/stdio.h", "libc6-dev-armhf-cross")),
         qemu: "qemu-system-arm",
         qemu_package: "qemu-system-arm",
         // The armmp kernel is not LPAE: keep the virt board's RAM low.
@@ -270,6 +275,11 @@ fn ensure_packages(a: &Arch, vm: bool) -> anyhow::Result<()> {
     let mut missing = Vec::new();
     if !on_path(a.gcc) {
         missing.push(a.gcc_package);
+    }
+    if let Some((header, package)) = a.libc_dev
+        && !Path::new(header).is_file()
+    {
+        missing.push(package);
     }
     if vm && !on_path(a.qemu) {
         missing.push(a.qemu_package);
