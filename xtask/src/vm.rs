@@ -9,10 +9,11 @@
 //!
 //! The arm kernels run the agent built for their architecture
 //! (aarch64-unknown-linux-musl, static; armv7-unknown-linux-gnueabihf,
-//! dynamic, with the cross toolchain's glibc copied into the initramfs),
-//! cross-compiled with Debian's gcc cross compilers, under
-//! qemu-system-aarch64/-arm, with Debian's busybox-static of that
-//! architecture.
+//! dynamic, with a glibc in the initramfs: Debian's, of the PAM packages,
+//! else the cross toolchain's), cross-compiled with Debian's gcc cross
+//! compilers, under qemu-system-aarch64/-arm, with Debian's busybox-static
+//! and PAM login (pamtester, libpam, pam_unix and their dependencies) of
+//! that architecture.
 
 use std::{
     fmt::Write as _,
@@ -374,21 +375,14 @@ fn kernel_image(vm_dir: &Path, k: &Kernel) -> anyhow::Result<PathBuf> {
         return Ok(v);
     }
     apt_update(&dir, k)?;
-    let mut depends = apt(&dir, k)?;
-    depends.args(["-o", "Debug::NoLocking=1"]);
-    let depends = Command::new("apt-cache")
-        .args(depends.get_args().filter(|a| *a != "-qq"))
-        .args(["depends", k.meta])
-        .output()
-        .context("apt-cache depends")?;
-    let text = String::from_utf8_lossy(&depends.stdout);
+    let text = apt_cache(&dir, k, &["depends", k.meta])?;
     let image = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
         .find(|p| p.starts_with("linux-image-"))
         .with_context(|| format!("no linux-image dependency of {} in: {text}", k.meta))?
         .to_owned();
-    download(&dir, k, &image, &unpacked)?;
+    download(&dir, k, &[&image], &unpacked)?;
     // Only boot/vmlinuz-* is booted: the modules (most of the package,
     // ~300 MB for arm64) need not stay in target/.
     for unused in ["lib", "usr"] {
@@ -403,21 +397,49 @@ fn apt_update(dir: &Path, k: &Kernel) -> anyhow::Result<()> {
     run(update).context("apt-get update with the harness's sources")
 }
 
-/// `apt-get download PACKAGE` (of the kernel's architecture) unpacked into `into`.
-fn download(dir: &Path, k: &Kernel, package: &str, into: &Path) -> anyhow::Result<()> {
+/// `apt_update` unless the harness's lists for `k` are there already.
+fn ensure_lists(dir: &Path, k: &Kernel) -> anyhow::Result<()> {
+    if dir.join("apt/lists").read_dir().is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().is_file()))) {
+        return Ok(());
+    }
+    apt_update(dir, k)
+}
+
+/// apt-cache with the harness's apt state (`apt`): its stdout.
+fn apt_cache(dir: &Path, k: &Kernel, args: &[&str]) -> anyhow::Result<String> {
+    let mut state = apt(dir, k)?;
+    state.args(["-o", "Debug::NoLocking=1"]);
+    let out = Command::new("apt-cache")
+        .args(state.get_args().filter(|a| *a != "-qq"))
+        .args(args)
+        .output()
+        .context("apt-cache")?;
+    if !out.status.success() {
+        bail!("apt-cache {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `apt-get download PACKAGES` (of the kernel's architecture) unpacked into `into`.
+fn download(dir: &Path, k: &Kernel, packages: &[&str], into: &Path) -> anyhow::Result<()> {
     let tmp = dir.join("download");
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
     let mut dl = apt(dir, k)?;
-    dl.args(["download", package]).current_dir(&tmp);
-    run(dl).with_context(|| format!("apt-get download {package}"))?;
-    let deb = fs::read_dir(&tmp)?
+    dl.arg("download").args(packages).current_dir(&tmp);
+    run(dl).with_context(|| format!("apt-get download {}", packages.join(" ")))?;
+    let debs: Vec<PathBuf> = fs::read_dir(&tmp)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .context("the downloaded .deb")?;
-    let mut x = Command::new("dpkg");
-    x.arg("-x").arg(&deb).arg(into);
-    run(x)?;
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    if debs.len() != packages.len() {
+        bail!("apt-get download {}: {} .deb files", packages.join(" "), debs.len());
+    }
+    for deb in debs {
+        let mut x = Command::new("dpkg");
+        x.arg("-x").arg(&deb).arg(into);
+        run(x)?;
+    }
     let _ = fs::remove_dir_all(&tmp);
     Ok(())
 }
@@ -436,12 +458,71 @@ fn busybox(vm_dir: &Path, k: &Kernel) -> anyhow::Result<PathBuf> {
     let unpacked = dir.join("busybox");
     let bin = unpacked.join("bin/busybox");
     if !bin.exists() {
-        if !dir.join("apt/lists").read_dir().is_ok_and(|mut d| d.next().is_some()) {
-            apt_update(&dir, k)?;
-        }
-        download(&dir, k, "busybox-static", &unpacked)?;
+        ensure_lists(&dir, k)?;
+        download(&dir, k, &["busybox-static"], &unpacked)?;
     }
     Ok(bin)
+}
+
+/// Debian's pamtester, libpam, its modules and every library they need, of
+/// the kernel's architecture, unpacked once (cached like the kernel) into a
+/// root of their own: what the arm VMs log in with. The dependencies are
+/// apt's, through the harness's apt state; virtual packages are left out,
+/// and so are the other programs, the documentation, locales and perl
+/// (debconf's, not needed).
+fn pam_packages(vm_dir: &Path, k: &Kernel) -> anyhow::Result<PathBuf> {
+    let dir = vm_dir.join("kernels").join(k.name);
+    let root = dir.join("pam");
+    if root.join("usr/bin/pamtester").is_file() {
+        return Ok(root);
+    }
+    ensure_lists(&dir, k)?;
+    let text = apt_cache(
+        &dir,
+        k,
+        &[
+            "depends",
+            "--recurse",
+            "--no-recommends",
+            "--no-suggests",
+            "--no-conflicts",
+            "--no-breaks",
+            "--no-replaces",
+            "--no-enhances",
+            "pamtester",
+            "libpam-modules",
+            "libpam-modules-bin",
+            "libpam0g",
+        ],
+    )?;
+    // Top-level lines name a package; `<name>` is a virtual one.
+    let mut packages: Vec<&str> =
+        text.lines().filter(|l| !l.starts_with([' ', '<']) && !l.is_empty()).collect();
+    packages.sort_unstable();
+    packages.dedup();
+    eprintln!("vm-test: PAM for {}: downloading {}", k.name, packages.join(" "));
+    let tmp = dir.join("pam.partial");
+    let _ = fs::remove_dir_all(&tmp);
+    download(&dir, k, &packages, &tmp)?;
+    for unused in ["usr/share", "usr/sbin", "sbin", "bin", "var", "usr/lib/locale"] {
+        let _ = fs::remove_dir_all(tmp.join(unused));
+    }
+    // Of the programs only pamtester: busybox is the VM's shell and tools.
+    for e in fs::read_dir(tmp.join("usr/bin"))?.flatten() {
+        if e.file_name() != "pamtester" {
+            fs::remove_file(e.path())?;
+        }
+    }
+    for lib in ["lib", "usr/lib"] {
+        for e in fs::read_dir(tmp.join(lib)).into_iter().flatten().flatten() {
+            for unused in ["gconv", "perl-base", "perl5", "perl"] {
+                let _ = fs::remove_dir_all(e.path().join(unused));
+            }
+        }
+    }
+    let _ = fs::remove_dir_all(&root);
+    fs::rename(&tmp, &root)?;
+    Ok(root)
 }
 
 fn find_vmlinuz(root: &Path) -> Option<PathBuf> {
@@ -472,7 +553,18 @@ fn initramfs(vm_dir: &Path, k: &Kernel, agent: &Path, helper: &Path) -> anyhow::
         fs::create_dir_all(dir.join(d))?;
     }
     fs::copy(&busybox, dir.join("bin/busybox"))?;
-    if let Some(libs) = arch(k.arch).libs {
+    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
+    fs::write(dir.join("etc/group"), "root:x:0:\n")?;
+    let pam = if k.arch == "x86_64" {
+        pam_root(&dir, &PamSource::Host)?
+    } else {
+        pam_root(&dir, &PamSource::Packages(pam_packages(vm_dir, k)?))?
+    };
+    // The cross toolchain's C library for a dynamic agent, unless the PAM
+    // packages brought Debian's (its loader and libraries, one glibc).
+    if let Some(libs) = arch(k.arch).libs
+        && !pam
+    {
         fs::create_dir_all(dir.join("lib"))?;
         // The dynamic loader and what the agent and helper link (fs::copy
         // follows the symlinks).
@@ -494,9 +586,6 @@ fn initramfs(vm_dir: &Path, k: &Kernel, agent: &Path, helper: &Path) -> anyhow::
     fs::copy(agent, dir.join("shrike"))?;
     fs::copy(helper, dir.join("helper"))?;
     fs::write(dir.join("vmtest.sh"), SCRIPT)?;
-    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
-    fs::write(dir.join("etc/group"), "root:x:0:\n")?;
-    let pam = k.arch == "x86_64" && pam_root(&dir)?;
     fs::write(
         dir.join("init"),
         INIT.replace("@BURST@", &BURST.to_string())
@@ -520,16 +609,57 @@ fn initramfs(vm_dir: &Path, k: &Kernel, agent: &Path, helper: &Path) -> anyhow::
     Ok(out)
 }
 
-/// Real PAM logins in an x86_64 VM: the host's (Debian's) pamtester,
-/// libpam, pam_unix and the libraries they load, copied into the initramfs
-/// at their paths, with a PAM service `shrike-vmtest` (pam_unix) and a user
-/// `vmuser` whose password is `vmtest-pass` (SHA-512 crypt). False, with a
-/// message, when the host has no pamtester.
-fn pam_root(dir: &Path) -> anyhow::Result<bool> {
+/// Where a VM's pamtester, libpam, pam_unix and their libraries come from.
+enum PamSource {
+    /// The host's (Debian's, x86_64), copied at their paths with what ldd
+    /// says they link.
+    Host,
+    /// A root of Debian's packages of the VM's architecture
+    /// (`pam_packages`), copied whole: the arm VMs.
+    Packages(PathBuf),
+}
+
+/// Real PAM logins in a VM: pamtester, libpam, pam_unix and the libraries
+/// they load, from `source`, in the initramfs `dir` at their paths, with a
+/// PAM service `shrike-vmtest` (pam_unix) and a user `vmuser` whose
+/// password is `vmtest-pass` (SHA-512 crypt). False, with a message, when
+/// the host has no pamtester (`PamSource::Host`).
+fn pam_root(dir: &Path, source: &PamSource) -> anyhow::Result<bool> {
+    match source {
+        PamSource::Host => {
+            if !pam_from_host(dir)? {
+                return Ok(false);
+            }
+        }
+        PamSource::Packages(root) => {
+            // Symlinks kept (the loader's, the libraries' sonames).
+            let mut cp = Command::new("cp");
+            cp.arg("-a").arg("--remove-destination").arg(root.join(".")).arg(dir);
+            run(cp).with_context(|| format!("copying {}", root.display()))?;
+        }
+    }
+    fs::create_dir_all(dir.join("etc/pam.d"))?;
+    fs::write(
+        dir.join("etc/pam.d/shrike-vmtest"),
+        "auth required pam_unix.so\naccount required pam_unix.so\n",
+    )?;
+    fs::write(dir.join("etc/nsswitch.conf"), "passwd: files\ngroup: files\nshadow: files\n")?;
+    let mut passwd = fs::OpenOptions::new().append(true).open(dir.join("etc/passwd"))?;
+    std::io::Write::write_all(&mut passwd, b"vmuser:x:1000:1000::/tmp:/bin/sh\n")?;
+    // openssl passwd -6 -salt shrikevm vmtest-pass
+    fs::write(
+        dir.join("etc/shadow"),
+        "root:*:19000:0:99999:7:::\nvmuser:$6$shrikevm$FD8CxWAqNkBIbOgZrTZ4YjQ7f7vdXNx/lez6tHrxUw7B7Rv.mVCv9ElIbNkLXvaVLoTglnSI4d2J59hVTGjpe/:19000:0:99999:7:::\n",
+    )?;
+    Ok(true)
+}
+
+/// `PamSource::Host`: false, with a message, when the host has no pamtester.
+fn pam_from_host(dir: &Path) -> anyhow::Result<bool> {
     const PAMTESTER: &str = "/usr/bin/pamtester";
     const SECURITY: &str = "/lib/x86_64-linux-gnu/security";
     if !Path::new(PAMTESTER).exists() || !Path::new(SECURITY).join("pam_unix.so").exists() {
-        eprintln!("vm-test: no PAM login in the VMs: install pamtester (and libpam-modules)");
+        eprintln!("vm-test: no PAM login in the x86_64 VMs: install pamtester (and libpam-modules)");
         return Ok(false);
     }
     let mut files: Vec<PathBuf> = vec![PAMTESTER.into()];
@@ -552,19 +682,6 @@ fn pam_root(dir: &Path) -> anyhow::Result<bool> {
         fs::create_dir_all(dst.parent().unwrap_or(dir))?;
         fs::copy(f, &dst).with_context(|| format!("copying {}", f.display()))?;
     }
-    fs::create_dir_all(dir.join("etc/pam.d"))?;
-    fs::write(
-        dir.join("etc/pam.d/shrike-vmtest"),
-        "auth required pam_unix.so\naccount required pam_unix.so\n",
-    )?;
-    fs::write(dir.join("etc/nsswitch.conf"), "passwd: files\ngroup: files\nshadow: files\n")?;
-    let mut passwd = fs::OpenOptions::new().append(true).open(dir.join("etc/passwd"))?;
-    std::io::Write::write_all(&mut passwd, b"vmuser:x:1000:1000::/tmp:/bin/sh\n")?;
-    // openssl passwd -6 -salt shrikevm vmtest-pass
-    fs::write(
-        dir.join("etc/shadow"),
-        "root:*:19000:0:99999:7:::\nvmuser:$6$shrikevm$FD8CxWAqNkBIbOgZrTZ4YjQ7f7vdXNx/lez6tHrxUw7B7Rv.mVCv9ElIbNkLXvaVLoTglnSI4d2J59hVTGjpe/:19000:0:99999:7:::\n",
-    )?;
     Ok(true)
 }
 
@@ -737,6 +854,20 @@ fn evaluate(k: &Kernel, text: &str) -> KernelResult {
     for t in TRANSPORTS {
         r.transports.push(evaluate_transport(t, text));
     }
+    // 32-bit ARM uprobes take ARM-mode code only (4-byte aligned offsets),
+    // and Debian's armhf libpam is Thumb-2 (odd symbol addresses): the
+    // kernel refuses the login probes (EINVAL), whatever the agent does.
+    if k.arch == "armv7" {
+        for (kind, v) in r.transports.iter_mut().flat_map(|t| t.rows.iter_mut()) {
+            if let (&mut "login", Verdict::Skip(why)) = (kind, v)
+                && why.contains("perf_event_open")
+            {
+                why.push_str(
+                    ": 32-bit ARM uprobes probe ARM-mode code only, Debian's armhf libpam is Thumb-2",
+                );
+            }
+        }
+    }
     // Without the exec probes (a kernel whose formats differ) there is
     // nothing to overflow with: the burst's skip and reason.
     let burst = r.transports.iter().find(|t| t.transport == "perf").and_then(|t| {
@@ -890,8 +1021,8 @@ fn evaluate_transport(t: &'static str, text: &str) -> TransportResult {
     res
 }
 
-/// `["pam_start", ..., "sys_enter_fchmodat2"]` as "20 pam_* (no libpam in
-/// the VM), sys_enter_fchmodat2".
+/// `["pam_start", ..., "sys_enter_fchmodat2"]` as "20 pam_*,
+/// sys_enter_fchmodat2" (why the pam_* are skipped: the login column).
 fn compact_skipped(list: &str) -> String {
     let names: Vec<&str> = list.trim_matches(['[', ']']).split(", ").map(|n| n.trim_matches('"')).collect();
     let pam = names.iter().filter(|n| n.starts_with("pam_")).count();
@@ -903,7 +1034,7 @@ fn compact_skipped(list: &str) -> String {
         }
     }
     if pam > 0 {
-        out.insert(0, format!("{pam} pam_* (no libpam)"));
+        out.insert(0, format!("{pam} pam_*"));
     }
     out.join(", ")
 }
@@ -933,7 +1064,7 @@ const KINDS: [&str; 10] = [
 struct Checks<'a> {
     events: &'a [Value],
     transport: &'static str,
-    /// The root has pamtester and the PAM service (x86_64 VMs).
+    /// The root has pamtester and the PAM service (the VMs).
     pam: bool,
 }
 
@@ -1023,7 +1154,7 @@ impl Checks<'_> {
                 }
             },
             "login" if !self.pam => Verdict::Skip(
-                "no pamtester and libpam in this root (the x86_64 VMs get the host's); natively: tests/tests/login.rs"
+                "no pamtester and libpam in this root (the VMs get them); natively: tests/tests/login.rs"
                     .into(),
             ),
             "login" => {
