@@ -197,7 +197,7 @@ fn start_workspace(bin: &Path, broker: u16, db: &str, log: &Path) -> anyhow::Res
     }
     // Subscribed: the log says so.
     let end = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(log).unwrap_or_default().contains("subscribing to") {
+    while !std::fs::read_to_string(log).unwrap_or_default().contains("subscribed (packet") {
         if Instant::now() > end {
             bail!("shrike-workspace did not subscribe");
         }

@@ -92,7 +92,7 @@ impl Workspace {
         };
         let mut w = Workspace { child: Some(child), log, reader: Some(reader), args: args.to_vec() };
         assert!(
-            w.wait_log(Duration::from_secs(30), "subscribing to"),
+            w.wait_log(Duration::from_secs(30), "subscribed (packet"),
             "shrike-workspace {:?} did not connect; log:\n{}",
             w.args,
             w.log().join("\n")

@@ -158,6 +158,10 @@ pub async fn run(
                 Ok(Event::Incoming(Packet::SubAck(s))) => {
                     if s.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
                         tracing::error!("the broker refused a subscription (ACL?): {:?}", s.return_codes);
+                    } else {
+                        // From here on the broker routes messages to us
+                        // (tests and the bench wait for this line).
+                        tracing::info!("subscribed (packet {})", s.pkid);
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
