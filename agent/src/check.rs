@@ -124,7 +124,10 @@ pub fn run(args: &CheckArgs) -> i32 {
     }
 
     match args.libpam.clone().map(Ok).unwrap_or_else(probes::pam::find_libpam) {
-        Ok(p) => add("libpam", true, false, p.display().to_string()),
+        Ok(p) => match probes::pam::unprobeable(&p, "pam_start") {
+            Some(why) => add("libpam", false, false, format!("{why}: login events unavailable")),
+            None => add("libpam", true, false, p.display().to_string()),
+        },
         Err(e) => add("libpam", false, false, format!("{e}: login events unavailable")),
     }
 

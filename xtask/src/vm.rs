@@ -854,20 +854,6 @@ fn evaluate(k: &Kernel, text: &str) -> KernelResult {
     for t in TRANSPORTS {
         r.transports.push(evaluate_transport(t, text));
     }
-    // 32-bit ARM uprobes take ARM-mode code only (4-byte aligned offsets),
-    // and Debian's armhf libpam is Thumb-2 (odd symbol addresses): the
-    // kernel refuses the login probes (EINVAL), whatever the agent does.
-    if k.arch == "armv7" {
-        for (kind, v) in r.transports.iter_mut().flat_map(|t| t.rows.iter_mut()) {
-            if let (&mut "login", Verdict::Skip(why)) = (kind, v)
-                && why.contains("perf_event_open")
-            {
-                why.push_str(
-                    ": 32-bit ARM uprobes probe ARM-mode code only, Debian's armhf libpam is Thumb-2",
-                );
-            }
-        }
-    }
     // Without the exec probes (a kernel whose formats differ) there is
     // nothing to overflow with: the burst's skip and reason.
     let burst = r.transports.iter().find(|t| t.transport == "perf").and_then(|t| {

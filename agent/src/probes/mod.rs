@@ -571,6 +571,9 @@ fn attach_one(
                 let Some(lib) = libpam else {
                     return Err("libpam not found".into());
                 };
+                if let Some(why) = pam::unprobeable(lib, symbol) {
+                    return Err(why);
+                }
                 let up: &mut UProbe = prog.try_into().map_err(|e| format!("{e}"))?;
                 ensure_loaded(loaded, spec.program, || up.load())?;
                 let id = up
