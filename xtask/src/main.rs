@@ -323,9 +323,10 @@ fn main() -> anyhow::Result<()> {
                 it = s;
             }
             // Each agent a test stops releases ~100 tracepoint perf events,
-            // and the kernel waits for an RCU grace period for each one
-            // (6-8 s a stop on this 2-core VM, ~1.4 s expedited): with ~150
-            // agents stopped, that wait was a quarter of the test time. The
+            // and the kernel waits for RCU grace periods for each one (the
+            // release build: 5.5-6.0 s a stop on this 2-core VM, 4.0 s with
+            // normal grace periods expedited; the tasks-trace ones are not):
+            // with ~150 agents stopped, a quarter of the test time. The
             // tests do not measure stop time (`cargo xtask bench` does, with
             // the kernel's default), so they run with expedited grace periods.
             let _rcu = RcuExpedited::enable();
