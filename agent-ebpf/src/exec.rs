@@ -2,7 +2,7 @@
 //! after a successful exec), reported at exit with the result, so failed execs
 //! are reported as failed.
 
-use crate::layout::{EXEC_OLD_PID, EXEC_PID, LONG, SYS_RET, slong, sys_arg, ulong};
+use crate::layout::{EXEC_OLD_PID, EXEC_PID, LONG, SYS_RET, slong, sys_arg, ulong, user_ptr};
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
@@ -138,18 +138,10 @@ fn exec_enter(
     // whatever the previous ones did, and the verifier prunes instead of
     // exploring every combination of argument lengths.
     for i in 0..MAX_ARGS {
-        let mut p: u64 = 0;
-        let r = unsafe {
-            bpf_probe_read_user(
-                &mut p as *mut u64 as *mut c_void,
-                LONG as u32,
-                (argv + LONG as u64 * i as u64) as *const c_void,
-            )
-        };
-        if r < 0 {
+        let Ok(p) = user_ptr(argv + LONG as u64 * i as u64) else {
             set_flag(rec, exec_flags::ARGS_UNREADABLE);
             break;
-        }
+        };
         if p == 0 {
             break;
         }

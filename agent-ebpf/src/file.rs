@@ -26,9 +26,8 @@
 //! poisons its process (no marks until it execs). The agent turns the cache
 //! on only when those hooks are attached (`Config::dir_cache`).
 
-use crate::layout::{LONG, SYS_RET, sys_arg};
+use crate::layout::{LONG, arg, ret, sys_arg, syscall_nr};
 use aya_ebpf::{
-    EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{bpf_probe_read_user, bpf_probe_read_user_str},
@@ -185,37 +184,6 @@ impl Call {
             gid: 0,
         }
     }
-}
-
-/// The tracepoint record's `long` (zero-extended) at `off`, loaded directly from the context
-/// (the verifier checks the offset against the record's size when the
-/// program is attached; `read_at` would call bpf_probe_read_kernel, tens
-/// of ns a field on every file syscall). `off` must be a constant.
-#[inline(always)]
-fn arg(ctx: &TracePointContext, off: usize) -> u64 {
-    let at = unsafe { (ctx.as_ptr() as *const u8).add(off) };
-    if LONG == 8 {
-        unsafe { core::ptr::read(at as *const u64) }
-    } else {
-        u64::from(unsafe { core::ptr::read(at as *const u32) })
-    }
-}
-
-/// A `sys_exit_*` record's `long ret`, sign-extended (loaded as [`arg`]).
-#[inline(always)]
-fn ret(ctx: &TracePointContext) -> i64 {
-    let at = unsafe { (ctx.as_ptr() as *const u8).add(SYS_RET) };
-    if LONG == 8 {
-        unsafe { core::ptr::read(at as *const i64) }
-    } else {
-        i64::from(unsafe { core::ptr::read(at as *const i32) })
-    }
-}
-
-/// The syscall number of a syscalls/ record (`__syscall_nr`@8).
-#[inline(always)]
-fn syscall_nr(ctx: &TracePointContext) -> u32 {
-    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(8) as *const u32) }
 }
 
 /// Reads the user string at `ptr` into `buf`; returns the flags to set.
