@@ -254,19 +254,8 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
     // would count records still in the buffers (sent, yet neither written
     // nor lost: a silent gap, seen under load in the burst test).
     probes.detach();
-    // Drain what the kernel already handed over, until the readers go quiet.
     if outcome.is_ok() && sink.written() < limit {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while let Ok(Some(batch)) = tokio::time::timeout_at(
-            deadline.min(tokio::time::Instant::now() + Duration::from_millis(300)),
-            rx.recv(),
-        )
-        .await
-        {
-            if sink.write_batch(batch).is_err() {
-                break;
-            }
-        }
+        drain_detached(&mut rx, |batch| sink.write_batch(batch).is_ok()).await;
     }
     let _ = sink.finish();
     let _ = sink.flush();
@@ -288,6 +277,26 @@ pub async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
     let _ = sink.write_summary(&summary);
     tasks.abort_all();
     outcome
+}
+
+/// After [`probes::Probes::detach`]: hands `f` what the kernel had already
+/// handed over, batch by batch, until the readers go 300 ms without one
+/// (3 s at most); `f` returning false stops it early.
+pub async fn drain_detached(
+    rx: &mut mpsc::Receiver<reader::Batch>,
+    mut f: impl FnMut(reader::Batch) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(batch)) = tokio::time::timeout_at(
+        deadline.min(tokio::time::Instant::now() + Duration::from_millis(300)),
+        rx.recv(),
+    )
+    .await
+    {
+        if !f(batch) {
+            break;
+        }
+    }
 }
 
 fn names_of(m: BTreeMap<Kind, u64>) -> BTreeMap<&'static str, u64> {

@@ -271,10 +271,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // attached a busy machine never lets the readers go quiet, and the lost
     // counters read below would miss records still in the buffers.
     probes.detach();
-    let drain_end = Instant::now() + Duration::from_secs(3);
-    while let Ok(Some(batch)) =
-        tokio::time::timeout_at(drain_end.min(Instant::now() + Duration::from_millis(300)), rx.recv()).await
-    {
+    crate::drain_detached(&mut rx, |batch| {
         for mut ev in batch {
             if !procs.apply(&mut ev) {
                 continue;
@@ -284,7 +281,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 pipe.handle(&mut ev, &mut users);
             }
         }
-    }
+        true
+    })
+    .await;
     misses.flush(&mut ready);
     for mut ev in ready.drain(..) {
         pipe.handle(&mut ev, &mut users);
