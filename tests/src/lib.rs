@@ -22,6 +22,7 @@ use anyhow::{Context, bail};
 pub use serde_json::{Value, json};
 
 pub mod broker;
+pub mod postgres;
 
 /// Default bound of every wait for an event.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -23,7 +23,9 @@ use sha2::{Digest, Sha256};
 use shrike_tests::{
     TempDir,
     broker::{Auth, BrokerConfig, Subscriber, poll_until},
-    marker, require_root,
+    marker,
+    postgres::Postgres,
+    require_root,
 };
 use workspace_support::*;
 

@@ -19,6 +19,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use shrike_tests::postgres::{PG_BIN, Postgres};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
@@ -308,83 +309,6 @@ fn mosquitto(dir: &Path) -> anyhow::Result<(Kill, u16)> {
     Ok((k, port))
 }
 
-struct Pg {
-    dir: PathBuf,
-    port: u16,
-}
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-impl Pg {
-    fn start(dir: &Path) -> anyhow::Result<Pg> {
-        let dir = dir.join("pg");
-        std::fs::create_dir_all(&dir)?;
-        Command::new("chown").arg("postgres:postgres").arg(&dir).status()?;
-        let port = free_port();
-        let run = |args: &[&str]| -> anyhow::Result<()> {
-            let st = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .args(args)
-                .stdout(Stdio::null())
-                .status()?;
-            if !st.success() {
-                bail!("{args:?} failed");
-            }
-            Ok(())
-        };
-        let data = dir.join("data");
-        run(&[
-            &format!("{PG_BIN}/initdb"),
-            "-D",
-            data.to_str().unwrap_or(""),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-        ])?;
-        run(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            data.to_str().unwrap_or(""),
-            "-l",
-            dir.join("log").to_str().unwrap_or(""),
-            "-w",
-            "-o",
-            &format!(
-                "-k {} -p {port} -c listen_addresses=127.0.0.1 -c shared_buffers=512MB -c synchronous_commit=off \
-                 -c max_wal_size=4GB",
-                dir.display()
-            ),
-            "start",
-        ])?;
-        Ok(Pg { dir, port })
-    }
-
-    /// The server's process id (postmaster.pid's first line).
-    fn pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
-            .ok()?
-            .lines()
-            .next()?
-            .trim()
-            .parse()
-            .ok()
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl"), "-D"])
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 pub fn run(root: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
     // $SHRIKE_WORKSPACE_BINS: a folder with both binaries already built
     // (no build: e.g. while others hold the target directory's lock).
@@ -428,8 +352,12 @@ pub fn run(root: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
     if only == "sqlite" {
         // PostgreSQL's phase not asked for.
     } else if Path::new(PG_BIN).join("initdb").exists() {
-        let pg = Pg::start(&dir)?;
-        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
+        let pg = Postgres::start_in(
+            &dir.join("pg"),
+            "-c shared_buffers=512MB -c synchronous_commit=off -c max_wal_size=4GB",
+        )
+        .map_err(anyhow::Error::msg)?;
+        let url = pg.url();
         let w1 = start_workspace(&ws_bin, port, &url, &dir.join("ws-pg1.log"))?;
         let w2 = start_workspace(&ws_bin, port, &url, &dir.join("ws-pg2.log"))?;
         let r = throughput(&loadgen, (port, broker_pid), &[&w1, &w2], pg.pid(), messages * 2, false)?;
