@@ -19,7 +19,10 @@ use std::{
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use shrike_tests::postgres::{PG_BIN, Postgres};
+use shrike_tests::{
+    broker::BrokerConfig,
+    postgres::{PG_BIN, Postgres},
+};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
@@ -282,33 +285,6 @@ fn throughput(
     })
 }
 
-fn mosquitto(dir: &Path) -> anyhow::Result<(Kill, u16)> {
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    // No cap on queued or in-flight messages: a backlog waits in the broker
-    // for the workspace (which acknowledges only after its commit).
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence false\n\
-             max_inflight_messages 1000\nmax_queued_messages 0\nmax_queued_bytes 0\n\
-             log_dest file {}\n",
-            dir.join("mosquitto.log").display()
-        ),
-    )?;
-    let child = Command::new("/usr/sbin/mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let k = Kill(child);
-    if !wait_port(port, Duration::from_secs(10)) {
-        bail!("mosquitto did not start");
-    }
-    Ok((k, port))
-}
-
 pub fn run(root: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
     // $SHRIKE_WORKSPACE_BINS: a folder with both binaries already built
     // (no build: e.g. while others hold the target directory's lock).
@@ -340,8 +316,15 @@ pub fn run(root: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
          PostgreSQL µs/event | load |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         messages
     );
-    let (broker, port) = mosquitto(&dir)?;
-    let broker_pid = broker.0.id();
+    // The tests' broker harness, without persistence and with no cap on
+    // queued or in-flight messages: a backlog waits in the broker for the
+    // workspace (which acknowledges only after its commit).
+    let broker = BrokerConfig::new(&dir.join("broker"))
+        .persistence(false)
+        .global("max_inflight_messages 1000\nmax_queued_messages 0\nmax_queued_bytes 0")
+        .start();
+    let port = broker.port;
+    let broker_pid = broker.pid().context("mosquitto is not running")?;
 
     // $SHRIKE_WORKSPACE_BENCH_ONLY=sqlite or postgres: one backend's phases.
     let only = std::env::var("SHRIKE_WORKSPACE_BENCH_ONLY").unwrap_or_default();
